@@ -4,9 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
-# lmms-eval is installed without its dependencies (they would replace the CPU torch); these are
-# the packages its import path and our adapter need.
-LMMS_EVAL_DEPS := $(shell cat requirements/lmms-eval.txt 2>/dev/null | grep -v '^\#')
 
 .PHONY: install install-test demo test lint format clean
 
@@ -17,10 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements/lmms-eval.txt
-	$(PIP) install -q -e ".[dev,serve,browser]"
+# lmms-eval goes in without its declared dependencies (they would replace the CPU torch with a
+# CUDA build); the `eval` extra holds the ones its import path and our adapter need.
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev,eval,serve,browser]"
 	$(PIP) install -q --no-deps lmms-eval==0.7.3
-	$(if $(strip $(LMMS_EVAL_DEPS)),$(PIP) install -q $(LMMS_EVAL_DEPS))
 	bash scripts/install_browser_deps.sh $(VENV)
 	touch $@
 

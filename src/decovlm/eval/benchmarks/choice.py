@@ -1,0 +1,187 @@
+"""Multiple-choice benchmarks: MMBench (TSV with base64 images, CircularEval) and SEED-Bench (image).
+
+- mmbench: <split>.tsv under --data (default mmbench_dev_20230712); columns index, question, hint,
+  A..E, answer, category, image (base64; a short numeric value refers to another row's image).
+  Rows whose index differs by a multiple of 1e6 are rotations of one question. A TSV without
+  such rows is rotated here, as LLaVA's --all-rounds does (option `all_rounds`, default auto).
+- seed: SEED-Bench.json + SEED-Bench-image/<data_id>; --split image (default) or all (video
+  questions then use LLaVA's extracted middle frames SEED-Bench-video-image/<question_id>.png).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from decovlm.eval.benchmarks.base import (
+    Benchmark,
+    EvalItem,
+    choice_prompt,
+    find_file,
+    read_json,
+    resolve_image,
+)
+from decovlm.eval.metrics import choice_accuracy, circular_accuracy, extract_option
+
+_ROTATION = 1_000_000
+_MISSING = ("", "nan", "none")
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    return "" if value is None or str(value).strip().lower() in _MISSING else str(value).strip()
+
+
+def _read_tsv(path: Path) -> list[dict]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 images exceed the default cell limit
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+    split = split or "mmbench_dev_20230712"
+    path = find_file(data_dir, [f"{split}.tsv", split], "MMBench TSV")
+    rows = _read_tsv(path)
+    images = {_cell(r, "index"): _cell(r, "image") for r in rows}
+    indices = [int(r["index"]) for r in rows if _cell(r, "index").lstrip("-").isdigit()]
+    has_rotations = any(i >= _ROTATION for i in indices)
+    all_rounds = options.get("all_rounds", "auto")
+    rotate = (not has_rotations) if all_rounds == "auto" else bool(all_rounds)
+    items = []
+    for n, row in enumerate(rows, 2):  # line 1 is the header
+        index = _cell(row, "index")
+        opts = {k: _cell(row, k) for k in "ABCDE" if _cell(row, k)}
+        if not index.lstrip("-").isdigit() or not _cell(row, "question") or len(opts) < 2:
+            qid = index or f"line{n}"
+            items.append(
+                EvalItem(
+                    qid, "", error=f"{path.name} line {n}: needs index, question and >= 2 options"
+                )
+            )
+            continue
+        image = _cell(row, "image")
+        if len(image) <= 64 and image in images:  # a reference to the row that holds the image
+            image = images[image]
+        answer = _cell(row, "answer").upper() or None
+        group = str(int(index) % _ROTATION)
+        meta = {"group": group, "category": _cell(row, "category") or "unknown"}
+        hint = _cell(row, "hint") or None
+        letters = list(opts)
+        texts = [opts[k] for k in letters]
+        for r in range(len(letters) if rotate else 1):
+            # Round r shifts the option texts by r places; the gold letter moves with its text.
+            rotated = dict(zip(letters, texts[r:] + texts[:r]))
+            gold = None
+            if answer in opts:
+                gold = letters[(letters.index(answer) - r) % len(letters)]
+            qid = index if r == 0 else f"{index}@{r}"
+            items.append(
+                EvalItem(
+                    qid,
+                    choice_prompt(row["question"], rotated, hint),
+                    image_b64=image or None,
+                    gold=gold,
+                    meta={**meta, "options": rotated},
+                )
+            )
+    return items
+
+
+def score_mmbench(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    groups, correct, cats = [], [], []
+    extracted_none = 0
+    for it in items:
+        if it.error:
+            groups.append(f"malformed:{it.question_id}")
+            correct.append(False)
+            cats.append("malformed")
+            continue
+        if it.gold is None:
+            continue  # test split: no answer key
+        letter = extract_option(answers.get(it.question_id), it.meta["options"])
+        extracted_none += letter is None
+        groups.append(it.meta["group"])
+        correct.append(letter == it.gold)
+        cats.append(it.meta["category"])
+    out = circular_accuracy(groups, correct, cats)
+    out["single_pass_accuracy"] = 100 * sum(correct) / len(correct) if correct else 0.0
+    out["n_unextracted"] = extracted_none
+    return out
+
+
+def load_seed(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+    split = split or "image"
+    if split not in ("image", "all"):
+        raise ValueError(f"--split for seed must be 'image' or 'all', got {split!r}")
+    data = read_json(find_file(data_dir, ["SEED-Bench.json"], "SEED-Bench question file"))
+    type_names = (
+        {v: k for k, v in (data.get("question_type") or {}).items()}
+        if isinstance(data, dict)
+        else {}
+    )
+    items = []
+    for i, q in enumerate(data.get("questions", []) if isinstance(data, dict) else []):
+        qid = str(q.get("question_id", f"row{i}"))
+        kind = q.get("data_type", "image")
+        if kind != "image" and split == "image":
+            continue
+        opts = {k: str(q.get(f"choice_{k.lower()}", "")).strip() for k in "ABCD"}
+        if not q.get("question") or not all(opts.values()) or not q.get("data_id"):
+            items.append(
+                EvalItem(
+                    qid, "", error=f"question {qid}: needs question, data_id and choice_a..choice_d"
+                )
+            )
+            continue
+        if kind == "image":
+            image = resolve_image(data_dir, str(q["data_id"]), ("SEED-Bench-image", ""))
+        else:
+            image = resolve_image(data_dir, f"{qid}.png", ("SEED-Bench-video-image",))
+        items.append(
+            EvalItem(
+                qid,
+                choice_prompt(q["question"], opts),
+                image=image,
+                gold=str(q.get("answer", "")).strip().upper() or None,
+                meta={
+                    "options": opts,
+                    "data_type": kind,
+                    "question_type": type_names.get(
+                        q.get("question_type_id"), str(q.get("question_type_id"))
+                    ),
+                },
+            )
+        )
+    return items
+
+
+def score_seed(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    scored = [it for it in items if it.error or it.gold]
+    preds = [
+        None if it.error else extract_option(answers.get(it.question_id), it.meta["options"])
+        for it in scored
+    ]
+    golds = [it.gold or "" for it in scored]
+    out = choice_accuracy(
+        preds, golds, [it.meta.get("question_type", "malformed") for it in scored]
+    )
+    by_kind = choice_accuracy(
+        preds, golds, [it.meta.get("data_type", "malformed") for it in scored]
+    )
+    out["data_types"] = by_kind["categories"]
+    return out
+
+
+_NOTE = "[hint\\n]question, 'A. option' lines, \"Answer with the option's letter from the given choices directly.\""
+BENCHMARKS = [
+    Benchmark(
+        "mmbench",
+        "MMBench (CircularEval, rule-based option extraction)",
+        load_mmbench,
+        score_mmbench,
+        "mmbench_dev_20230712",
+        prompt_note=_NOTE,
+    ),
+    Benchmark("seed", "SEED-Bench (accuracy)", load_seed, score_seed, "image", prompt_note=_NOTE),
+]

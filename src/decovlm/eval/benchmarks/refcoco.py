@@ -1,0 +1,157 @@
+"""RefCOCO / RefCOCO+ / RefCOCOg referring-expression comprehension (Acc@0.5) from the REFER files.
+
+Layout under --data: <dataset>/refs(<splitBy>).p and <dataset>/instances.json (REFER's data/
+folder), or those two files directly in --data; images under images/mscoco/images/train2014,
+mscoco/images/train2014, images/train2014, train2014 or --data. splitBy is unc for refcoco and
+refcoco+, umd for refcocog. One item per referring expression; default split val.
+
+The model's box is read in the frame given by option `box_frame` (naive = DeCo's stretched input,
+pad = LLaVA-1.5's padded square, crop) and compared with the ground truth in original pixels.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+from decovlm.eval.benchmarks.base import (
+    REC_PROMPT,
+    Benchmark,
+    EvalItem,
+    find_file,
+    read_json,
+    resolve_image,
+)
+from decovlm.eval.metrics import FRAMES, iou, mean, parse_box, rec_accuracy, to_pixels, xywh_to_xyxy
+
+SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
+_IMAGE_DIRS = (
+    "images/mscoco/images/train2014",
+    "mscoco/images/train2014",
+    "images/train2014",
+    "train2014",
+    "",
+)
+
+
+def _load_refs(path: Path) -> list[dict]:
+    # REFER's refs are pickles written by Python 2; latin1 is how Python 3 reads their byte strings.
+    with path.open("rb") as f:
+        try:
+            refs = pickle.load(f)
+        except UnicodeDecodeError:
+            f.seek(0)
+            refs = pickle.load(f, encoding="latin1")
+    if not isinstance(refs, list):
+        raise ValueError(f"{path}: expected a list of refs, got {type(refs).__name__}")
+    return refs
+
+
+def _in_split(ref_split: str, split: str) -> bool:
+    # REFER's getRefIds: testA / testB / testC match on the last letter, other splits exactly.
+    if split in ("testA", "testB", "testC"):
+        return split[-1] in ref_split
+    return ref_split == split
+
+
+def make_loader(dataset: str):
+    def load(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+        split = split or "val"
+        split_by = options.get("split_by") or SPLIT_BY[dataset]
+        ref_name = f"refs({split_by}).p"
+        refs_path = find_file(data_dir, [f"{dataset}/{ref_name}", ref_name], f"{dataset} refs")
+        inst = read_json(
+            find_file(
+                data_dir, [f"{dataset}/instances.json", "instances.json"], f"{dataset} instances"
+            )
+        )
+        anns = {a["id"]: a for a in inst.get("annotations", []) if "id" in a}
+        images = {im["id"]: im for im in inst.get("images", []) if "id" in im}
+        items = []
+        for ref in _load_refs(refs_path):
+            if not isinstance(ref, dict) or not _in_split(str(ref.get("split", "")), split):
+                continue
+            ref_id = ref.get("ref_id")
+            ann = anns.get(ref.get("ann_id"))
+            img = images.get(ref.get("image_id"))
+            sentences = ref.get("sentences") or []
+            problem = None
+            if ann is None or img is None or "bbox" not in ann:
+                problem = f"ref {ref_id}: annotation or image missing from instances.json"
+            elif not sentences:
+                problem = f"ref {ref_id}: no sentences"
+            if problem:
+                items.append(EvalItem(f"{ref_id}", "", error=problem))
+                continue
+            file_name = (
+                img.get("file_name")
+                or ref.get("file_name")
+                or f"COCO_train2014_{int(img['id']):012d}.jpg"
+            )
+            gold = {
+                "box": list(xywh_to_xyxy(ann["bbox"])),
+                "width": img.get("width"),
+                "height": img.get("height"),
+            }
+            for k, sent in enumerate(sentences):
+                text = (
+                    str(sent.get("sent", sent.get("raw", ""))).strip()
+                    if isinstance(sent, dict)
+                    else ""
+                )
+                qid = f"{ref_id}/{sent.get('sent_id', k) if isinstance(sent, dict) else k}"
+                if not text:
+                    items.append(EvalItem(qid, "", error=f"ref {ref_id}: sentence {k} is empty"))
+                    continue
+                items.append(
+                    EvalItem(
+                        qid,
+                        REC_PROMPT.format(expr=text),
+                        image=resolve_image(data_dir, file_name, _IMAGE_DIRS),
+                        gold=gold,
+                        meta={"ref_id": ref_id},
+                    )
+                )
+        return items
+
+    return load
+
+
+def score_rec(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    frame = options.get("box_frame", "naive")
+    if frame not in FRAMES:
+        raise ValueError(f"box_frame must be one of {', '.join(FRAMES)}, got {frame!r}")
+    strict = options.get("box_parse", "lenient") == "strict"
+    ious: list[float | None] = []
+    unparsed = 0
+    for it in items:
+        answer = None if it.error else answers.get(it.question_id)
+        box = parse_box(answer, strict=strict)
+        if box is None or not it.gold or not it.gold.get("width") or not it.gold.get("height"):
+            unparsed += 1
+            ious.append(None)
+            continue
+        w, h = float(it.gold["width"]), float(it.gold["height"])
+        ious.append(iou(to_pixels(box, frame, w, h), it.gold["box"]))
+    return {
+        "acc@0.5": 100 * rec_accuracy(ious, 0.5),
+        "mean_iou": mean([v or 0.0 for v in ious]),
+        "n": len(items),
+        "n_unparsed": unparsed,
+        "box_frame": frame,
+        "box_parse": "strict" if strict else "lenient",
+    }
+
+
+_NOTE = "LLaVA-1.5: 'Please provide the bounding box coordinate of the region this sentence describes: <expr>.'"
+BENCHMARKS = [
+    Benchmark(
+        name,
+        f"{name} ({SPLIT_BY[name]}) referring expressions, Acc@0.5",
+        make_loader(name),
+        score_rec,
+        "val",
+        prompt_note=_NOTE,
+    )
+    for name in SPLIT_BY
+]

@@ -1,0 +1,244 @@
+"""Open-ended VQA benchmarks from their official files: VQAv2, OK-VQA, TextVQA, VizWiz (soft accuracy), GQA.
+
+Layouts under --data (split names follow the official files):
+- vqav2:   v2_OpenEnded_mscoco_<split>_questions.json + v2_mscoco_<split>_annotations.json,
+           images <split>/COCO_<split>_<image_id:012d>.jpg (default split val2014)
+- okvqa:   OpenEnded_mscoco_<split>_questions.json + mscoco_<split>_annotations.json (same images)
+- textvqa: TextVQA_0.5.1_<split>.json, images train_images/<image_id>.jpg; with LLaVA's
+           llava_textvqa_val_v051_ocr.jsonl present its prompts (with OCR tokens) are used verbatim
+- vizwiz:  <split>.json (list of {image, question, answers}), images <split>/<image>
+- gqa:     <split>_questions.json (dict qid -> {imageId, question, answer}), images images/<imageId>.jpg
+Without annotations (test splits) answers are written but not scored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from decovlm.eval.benchmarks.base import (
+    Benchmark,
+    EvalItem,
+    find_file,
+    read_json,
+    read_jsonl_rows,
+    resolve_image,
+    short_answer_prompt,
+)
+from decovlm.eval.metrics import gqa_exact_match, mean, vqa_accuracy
+
+
+def _answer_texts(raw) -> list[str] | None:
+    """Annotator answers as strings from [{"answer": ..}, ..] or [str, ..]; None if unusable."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    out = [a.get("answer") if isinstance(a, dict) else a for a in raw]
+    return [str(a) for a in out] if all(a is not None for a in out) else None
+
+
+def _load_coco_vqa(data_dir: Path, split: str, q_name: str, a_name: str) -> list[EvalItem]:
+    questions = read_json(find_file(data_dir, [q_name.format(split=split)], "question file"))
+    ann_path = data_dir / a_name.format(split=split)
+    gold: dict[str, dict] = {}
+    if ann_path.is_file():
+        for ann in read_json(ann_path).get("annotations", []):
+            gold[str(ann.get("question_id"))] = ann
+    items = []
+    for i, q in enumerate(questions.get("questions", []) if isinstance(questions, dict) else []):
+        qid = str(q.get("question_id", f"row{i}"))
+        if q.get("question") in (None, "") or q.get("image_id") is None:
+            items.append(EvalItem(qid, "", error=f"question {qid}: missing question or image_id"))
+            continue
+        rel = f"COCO_{split}_{int(q['image_id']):012d}.jpg"
+        ann = gold.get(qid)
+        items.append(
+            EvalItem(
+                qid,
+                short_answer_prompt(q["question"]),
+                image=resolve_image(data_dir, rel, (split, "images", "")),
+                gold=_answer_texts(ann.get("answers")) if ann else None,
+                meta={"answer_type": ann.get("answer_type")} if ann else {},
+            )
+        )
+    return items
+
+
+def load_vqav2(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+    split = split or "val2014"
+    return _load_coco_vqa(
+        data_dir,
+        split,
+        "v2_OpenEnded_mscoco_{split}_questions.json",
+        "v2_mscoco_{split}_annotations.json",
+    )
+
+
+def load_okvqa(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+    split = split or "val2014"
+    return _load_coco_vqa(
+        data_dir,
+        split,
+        "OpenEnded_mscoco_{split}_questions.json",
+        "mscoco_{split}_annotations.json",
+    )
+
+
+def load_textvqa(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+    split = split or "val"
+    ann = read_json(find_file(data_dir, [f"TextVQA_0.5.1_{split}.json"], "TextVQA annotation file"))
+    records = ann.get("data", []) if isinstance(ann, dict) else []
+    llava = data_dir / "llava_textvqa_val_v051_ocr.jsonl"
+    use_ocr = options.get("ocr", True)
+    llava_prompts: dict[tuple[str, str], str] = {}
+    if llava.is_file() and split == "val" and use_ocr:
+        # LLaVA's exact prompts; they match the annotations on (image_id, question) as in its scorer.
+        for _, row, _err in read_jsonl_rows(llava):
+            if row and row.get("text") and row.get("image"):
+                key = (
+                    Path(str(row["image"])).stem,
+                    str(row["text"]).split("\n")[0].strip().lower(),
+                )
+                llava_prompts[key] = str(row["text"])
+    items = []
+    for i, rec in enumerate(records):
+        qid = str(rec.get("question_id", f"row{i}"))
+        if not rec.get("question") or not rec.get("image_id"):
+            items.append(EvalItem(qid, "", error=f"question {qid}: missing question or image_id"))
+            continue
+        prompt = llava_prompts.get((str(rec["image_id"]), str(rec["question"]).strip().lower()))
+        if prompt is None:
+            question = str(rec["question"]).strip()
+            tokens = rec.get("ocr_tokens")
+            if use_ocr and tokens:
+                question += "\nReference OCR token: " + ", ".join(map(str, tokens))
+            prompt = short_answer_prompt(question)
+        items.append(
+            EvalItem(
+                qid,
+                prompt,
+                image=resolve_image(
+                    data_dir, f"{rec['image_id']}.jpg", ("train_images", "images", "")
+                ),
+                gold=_answer_texts(rec.get("answers")),
+            )
+        )
+    return items
+
+
+def load_vizwiz(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+    split = split or "val"
+    records = read_json(
+        find_file(
+            data_dir, [f"{split}.json", f"Annotations/{split}.json"], "VizWiz annotation file"
+        )
+    )
+    items = []
+    for i, rec in enumerate(records if isinstance(records, list) else []):
+        qid = str(rec.get("image", f"row{i}"))
+        if not rec.get("question") or not rec.get("image"):
+            items.append(EvalItem(qid, "", error=f"row {i}: missing question or image"))
+            continue
+        items.append(
+            EvalItem(
+                qid,
+                short_answer_prompt(rec["question"], unanswerable=True),
+                image=resolve_image(data_dir, rec["image"], (split, "images", "")),
+                gold=_answer_texts(rec.get("answers")),
+                meta={"answer_type": rec.get("answer_type")},
+            )
+        )
+    return items
+
+
+def _soft(item: EvalItem, answer: str | None) -> float:
+    return 0.0 if item.error or answer is None or not item.gold else vqa_accuracy(answer, item.gold)
+
+
+def score_vqa(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    """VQA soft accuracy (%) over items with annotations, overall and per answer type."""
+    scored = [(it, _soft(it, answers.get(it.question_id))) for it in items if it.gold or it.error]
+    per_type: dict[str, list[float]] = defaultdict(list)
+    for it, acc in scored:
+        if it.meta.get("answer_type"):
+            per_type[str(it.meta["answer_type"])].append(acc)
+    out = {
+        "accuracy": 100 * mean([a for _, a in scored]),
+        "n": len(scored),
+        "n_unscored": len(items) - len(scored),
+    }
+    if per_type:
+        out["answer_types"] = {k: 100 * mean(v) for k, v in sorted(per_type.items())}
+    return out
+
+
+def load_gqa(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
+    split = split or "testdev_balanced"
+    questions = read_json(
+        find_file(data_dir, [f"{split}_questions.json", f"questions/{split}_questions.json"], "GQA")
+    )
+    items = []
+    for qid, q in questions.items() if isinstance(questions, dict) else []:
+        if not isinstance(q, dict) or not q.get("question") or not q.get("imageId"):
+            items.append(
+                EvalItem(str(qid), "", error=f"question {qid}: missing question or imageId")
+            )
+            continue
+        items.append(
+            EvalItem(
+                str(qid),
+                short_answer_prompt(q["question"]),
+                image=resolve_image(data_dir, f"{q['imageId']}.jpg", ("images", "")),
+                gold=q.get("answer"),
+                meta={"type": (q.get("types") or {}).get("structural")},
+            )
+        )
+    return items
+
+
+def score_gqa(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    strip = bool(options.get("gqa_strip_punctuation", False))
+    scored = [it for it in items if it.gold is not None or it.error]
+    accs = [
+        gqa_exact_match(answers.get(it.question_id), it.gold or "", strip) if not it.error else 0.0
+        for it in scored
+    ]
+    return {
+        "accuracy": 100 * mean(accs),
+        "n": len(scored),
+        "normalisation": "punctuation" if strip else "llava",
+    }
+
+
+_NOTE = "question + '\\n" + "Answer the question using a single word or phrase.' (LLaVA-1.5)"
+BENCHMARKS = [
+    Benchmark(
+        "vqav2", "VQAv2 (soft accuracy)", load_vqav2, score_vqa, "val2014", prompt_note=_NOTE
+    ),
+    Benchmark(
+        "okvqa", "OK-VQA (soft accuracy)", load_okvqa, score_vqa, "val2014", prompt_note=_NOTE
+    ),
+    Benchmark(
+        "textvqa",
+        "TextVQA (soft accuracy)",
+        load_textvqa,
+        score_vqa,
+        "val",
+        prompt_note=_NOTE + " with OCR tokens",
+    ),
+    Benchmark(
+        "vizwiz",
+        "VizWiz (soft accuracy)",
+        load_vizwiz,
+        score_vqa,
+        "val",
+        prompt_note=_NOTE + " + Unanswerable",
+    ),
+    Benchmark(
+        "gqa",
+        "GQA test-dev (exact match)",
+        load_gqa,
+        score_gqa,
+        "testdev_balanced",
+        prompt_note=_NOTE,
+    ),
+]

@@ -1,0 +1,126 @@
+"""`decovlm eval`: evaluate a saved model on one benchmark with its metric conventions.
+
+    decovlm eval --model runs/deco --benchmark pope --data data/eval/pope --out results/pope
+
+Answers are appended to <out>/answers.jsonl as they come (a rerun resumes), scores go to
+<out>/scores.json and are printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from decovlm.eval.benchmarks import BENCHMARKS
+from decovlm.eval.metrics import FRAMES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="folder of a saved decovlm model (save_pretrained)"
+    )
+    parser.add_argument(
+        "--benchmark", required=True, choices=sorted(BENCHMARKS), help="benchmark name"
+    )
+    parser.add_argument(
+        "--data", required=True, type=Path, help="the benchmark's data folder (see docs)"
+    )
+    parser.add_argument(
+        "--split", default=None, help="benchmark split (default: the benchmark's usual one)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="1 for reported numbers (padding changes answers)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="only the first K questions")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default eval_results/<model>/<bench>)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: the benchmark's (128 mostly)"
+    )
+    parser.add_argument(
+        "--chat-template", default="auto", choices=("auto", "tokenizer", "vicuna_v1")
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
+    )
+    parser.add_argument(
+        "--box-frame",
+        default="naive",
+        choices=FRAMES,
+        help="RefCOCO: frame of the model's boxes (naive = stretched input, DeCo; pad = LLaVA-1.5)",
+    )
+    parser.add_argument(
+        "--box-parse", default="lenient", choices=("lenient", "strict"), help="RefCOCO box parsing"
+    )
+    parser.add_argument(
+        "--no-ocr", action="store_true", help="TextVQA: leave the OCR tokens out of the prompt"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def benchmark_options(args: argparse.Namespace) -> dict:
+    """The options that change how a benchmark is prompted or scored (recorded with the results)."""
+    name = args.benchmark
+    if name.startswith("refcoco"):
+        return {"box_frame": args.box_frame, "box_parse": args.box_parse}
+    if name == "textvqa":
+        return {"ocr": not args.no_ocr}
+    return {}
+
+
+def load_model(path: Path, device: str = "auto", dtype: str = "auto"):
+    """(model, processor) from a saved decovlm folder, on `device`, in eval mode."""
+    import torch
+
+    from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model {path} is not a folder with a saved decovlm model")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs = {}
+    if dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype)
+    model = DecoVLMForConditionalGeneration.from_pretrained(path, **kwargs).to(device).eval()
+    processor = DecoVLMProcessor.from_pretrained(path)
+    return model, processor
+
+
+def run(args: argparse.Namespace) -> int:
+    from decovlm.eval.benchmarks import get_benchmark
+    from decovlm.eval.generate import decovlm_generate_fn
+    from decovlm.eval.runner import print_scores, run_benchmark
+
+    bench = get_benchmark(args.benchmark)
+    split = args.split or bench.default_split
+    out = args.out or Path("eval_results") / Path(args.model).name / (
+        bench.name + (f"-{split}" if split else "")
+    )
+    model, processor = load_model(Path(args.model), args.device, args.dtype)
+    generate_fn = decovlm_generate_fn(
+        model,
+        processor,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens or bench.max_new_tokens,
+        chat_template=args.chat_template,
+    )
+    result = run_benchmark(
+        bench,
+        generate_fn,
+        args.data,
+        out,
+        split=split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        options=benchmark_options(args),
+        model_name=str(args.model),
+        progress=not args.quiet,
+    )
+    print_scores(result)
+    print(f"answers: {out / 'answers.jsonl'}\nscores:  {out / 'scores.json'}")
+    return 0
