@@ -1,0 +1,54 @@
+"""`decovlm train CONFIG [key=value ...] [--resume]`: run one training stage from a YAML preset.
+
+CONFIG is a preset name (`decovlm train --list`) or a YAML path; overrides use dotted keys, e.g.
+`decovlm train vicuna7b_align model.projector=avgpool2_144 training.output_dir=runs/align`.
+Multi-process: `torchrun --nproc_per_node 8 -m decovlm train CONFIG ...` (DDP), plus
+`training.deepspeed=zero3` or `training.fsdp="full_shard auto_wrap" training.fsdp_config=fsdp_full_shard`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="preset name or YAML file")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. training.learning_rate=1e-3"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest complete checkpoint"
+    )
+    parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from decovlm.train.config import dump_config, list_presets, load_config
+
+    if args.list or not args.config:
+        print("\n".join(list_presets()))
+        return 0 if args.list else 2
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(dump_config(config), end="")
+            return 0
+        config.validate()
+    except (ValueError, FileNotFoundError) as err:
+        print(f"decovlm train: error: {err}")
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from decovlm.train.runner import train
+
+    result = train(config, resume=args.resume)
+    print(f"[decovlm] done: {result.global_step} steps; model in {result.model_path}")
+    if result.projector_path:
+        print(f"[decovlm] projector for the finetune stage: {result.projector_path}")
+    return 0

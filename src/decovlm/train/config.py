@@ -1,0 +1,322 @@
+"""Typed training config (model / data / training sections), YAML presets and dotted overrides.
+
+    cfg = load_config("vicuna7b_align", ["model.projector=avgpool2_144", "training.output_dir=runs/a"])
+
+A preset is a YAML file under `decovlm/train/presets/` (by name) or any path. A preset may name
+another with `inherit: NAME` and only list what differs, so each projector of the study is a
+one-line override of a per-stage base. Unknown keys are errors naming the key and the known keys;
+values are coerced to the field's type (`training.learning_rate=1e-3` is a float).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "presets"
+STAGES = ("align", "finetune", "no-align")
+
+
+@dataclass
+class TinyModel:
+    """A random tiny model built from configs (tests, demo, benchmarks); nothing downloaded."""
+
+    vision: str = "clip"  # clip | siglip
+    llm: str = "llama"  # llama | qwen2
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden: int = 32
+    llm_hidden: int = 48
+    seed: int = 0
+
+
+@dataclass
+class ModelSection:
+    vision: str = "openai/clip-vit-large-patch14-336"
+    llm: str = "lmsys/vicuna-7b-v1.5"
+    projector: str = "mlp2x_gelu"
+    projector_kwargs: dict = field(default_factory=dict)
+    vision_feature_layer: int = -2
+    image_resize_mode: str = "naive"  # DeCo's code: naive stretch; LLaVA-1.5: pad
+    attn_implementation: str = "sdpa"
+    dtype: str | None = None  # weights dtype at load (None: fp32 master weights for amp)
+    # Start from a saved decovlm model folder instead of vision + llm (e.g. a previous run).
+    init_from: str | None = None
+    # Use a random tiny model (vision/llm ignored); see TinyModel.
+    tiny: TinyModel | None = None
+
+
+@dataclass
+class DataSection:
+    path: str = ""  # LLaVA conversation JSON / JSONL
+    image_root: str | None = None
+    template: str = "vicuna_v1"  # plain | vicuna_v1 | tokenizer
+    max_length: int = 2048
+    strict: bool = False  # fail at the first bad record instead of skip-and-count
+    limit: int | None = None  # use only the first N valid records
+    sampler: str = "modality_length"  # random | length | modality_length
+    num_workers: int = 0
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = False
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    target_modules: list = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+
+
+@dataclass
+class TrainingSection:
+    stage: str = "finetune"  # align | finetune | no-align
+    output_dir: str = "runs/decovlm"
+    projector_path: str | None = None  # finetune: the align stage's projector.safetensors
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-5
+    global_batch_size: int = 128
+    per_device_batch_size: int = 16
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    precision: str = "bf16"  # bf16 | fp16 | fp32
+    gradient_checkpointing: bool = True
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    seed: int = 7
+    report_to: list = field(
+        default_factory=lambda: ["tensorboard", "wandb"]
+    )  # missing ones dropped
+    deepspeed: str | None = None  # a json path or a name in configs/ (zero2, zero3)
+    fsdp: str = ""  # e.g. "full_shard auto_wrap"
+    fsdp_config: str | None = None  # a json path or a name in configs/
+    ddp_find_unused_parameters: bool | None = None  # None: true when text-only records exist
+    use_cpu: bool = False
+    disable_tqdm: bool = False
+    lora: LoraSection = field(default_factory=LoraSection)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+
+    def validate(self) -> None:
+        t = self.training
+        if t.stage not in STAGES:
+            raise ValueError(f"training.stage must be one of {STAGES}, got {t.stage!r}")
+        if t.stage == "no-align" and t.projector_path:
+            raise ValueError(
+                "training.stage 'no-align' trains a fresh projector; drop training.projector_path"
+            )
+        if t.stage == "finetune" and not (t.projector_path or self.model.init_from):
+            raise ValueError(
+                "training.stage 'finetune' needs the align stage's projector: set training.projector_path "
+                "(a projector.safetensors) or model.init_from; use stage 'no-align' for DeCo's one-stage run"
+            )
+        if t.precision not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"training.precision must be bf16, fp16 or fp32, got {t.precision!r}")
+        if t.global_batch_size <= 0 or t.per_device_batch_size <= 0:
+            raise ValueError(
+                "training.global_batch_size and per_device_batch_size must be positive"
+            )
+        if self.data.template not in ("plain", "vicuna_v1", "tokenizer"):
+            raise ValueError(
+                f"data.template must be plain, vicuna_v1 or tokenizer, got {self.data.template!r}"
+            )
+        if self.data.sampler not in ("random", "length", "modality_length"):
+            raise ValueError(
+                f"data.sampler must be random, length or modality_length, got {self.data.sampler!r}"
+            )
+        if not self.data.path:
+            raise ValueError("data.path is not set (the LLaVA conversation JSON)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- building from dicts -----------------------------------------------------------------------
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Coerce a YAML/command-line value to the annotated type, or raise naming the key."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_null and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if errors else f"{key}: cannot be {value!r}")
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if value is True:
+            value = {}
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"{key}: expected true/false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = (
+                float(value)
+                if tp is float
+                else int(str(value), 0)
+                if isinstance(value, str)
+                else value
+            )
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and (not isinstance(number, int) or isinstance(number, bool)):
+            if isinstance(number, float) and number.is_integer():
+                return int(number)
+            raise ValueError(f"{key}: expected int, got {value!r}")
+        return number
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if tp in (list, dict) or origin in (list, dict):
+        base = origin or tp
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if base is list and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, base):
+            raise ValueError(f"{key}: expected a {base.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "the config"
+        raise ValueError(
+            f"unknown key(s) {[f'{prefix}.{k}' if prefix else k for k in unknown]} in {where}; known keys: {known}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return _build(TrainConfig, data)
+
+
+# -- presets and overrides ---------------------------------------------------------------------
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise FileNotFoundError(
+        f"no config file or preset {str(name_or_path)!r}; presets: {', '.join(list_presets())}"
+    )
+
+
+def load_yaml_with_inherit(name_or_path: str | Path, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = resolve_preset(name_or_path)
+    if str(path) in _seen:
+        raise ValueError(f"preset inheritance cycle: {' -> '.join((*_seen, str(path)))}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config must be a YAML mapping")
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    parent_path = Path(parent)
+    if not parent_path.is_absolute() and (path.parent / parent_path).suffix in (".yaml", ".yml"):
+        parent = str(path.parent / parent_path)
+    return deep_merge(load_yaml_with_inherit(parent, (*_seen, str(path))), data)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = (
+            deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` strings (values parsed as YAML) to a nested dict."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    data = apply_overrides(load_yaml_with_inherit(name_or_path), overrides or [])
+    return substitute_projector(config_from_dict(data))
+
+
+def substitute_projector(config: TrainConfig) -> TrainConfig:
+    """`{projector}` in output_dir / projector_path becomes the projector spec, so one preset
+    per stage serves every projector and the finetune stage finds its own align run."""
+    spec = config.model.projector.replace("/", "_").replace("+", "_")
+    t = config.training
+    t.output_dir = t.output_dir.replace("{projector}", spec)
+    if t.projector_path:
+        t.projector_path = t.projector_path.replace("{projector}", spec)
+    return config
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,260 @@
+"""`train(config, callbacks=...) -> TrainResult`: one stage of training on the HF Trainer.
+
+The Trainer supplies the real distributed engines (torchrun DDP, FSDP, DeepSpeed ZeRO-2/3),
+mixed precision, gradient checkpointing and accumulation, the cosine schedule with warmup,
+tensorboard / wandb logging, the progress bar and exact resumption (optimizer, scheduler, RNG
+and data position). This module adds what a two-stage MLLM recipe needs around it: stage
+freezing, the projector hand-off, skip-and-count data, JSONL metrics, checkpoint completion
+markers and the output folder layout:
+
+    output_dir/config.yaml             resolved config
+    output_dir/trainable.json          trainable / total parameters per module
+    output_dir/metrics.jsonl           one line per log step
+    output_dir/skipped.jsonl           one line per skipped record (+ skipped_summary.json)
+    output_dir/checkpoint-N/           Trainer checkpoints, `COMPLETE` when fully written
+    output_dir/model/                  final decovlm model (save_pretrained) + processor
+    output_dir/projector.safetensors   align stage only, with projector_config.json
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decovlm.train.config import TrainConfig, dump_config
+from decovlm.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+
+logger = logging.getLogger(__name__)
+REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    model_path: Path | None
+    projector_path: Path | None
+    global_step: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, Any] = field(default_factory=dict)
+    trainable: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_engine_file(value: str | None, what: str) -> str | None:
+    """A DeepSpeed / FSDP json: a path, or a name of a file in the repository's configs/."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return str(path)
+    for candidate in (REPO_CONFIGS / value, REPO_CONFIGS / f"{value}.json"):
+        if candidate.is_file():
+            return str(candidate)
+    known = sorted(p.stem for p in REPO_CONFIGS.glob("*.json")) if REPO_CONFIGS.is_dir() else []
+    raise FileNotFoundError(f"training.{what}: no file {value!r}; known names in configs/: {known}")
+
+
+def _report_to(wanted: list[str]) -> list[str]:
+    # Integrations that are not installed are dropped (wandb is optional), never an error.
+    available = {"tensorboard": "tensorboard", "wandb": "wandb"}
+    return [w for w in wanted if importlib.util.find_spec(available.get(w, w)) is not None]
+
+
+def training_arguments(config: TrainConfig, has_text_only: bool):
+    from transformers import TrainingArguments
+
+    t = config.training
+    world = _world_size()
+    per_step = t.per_device_batch_size * world
+    if t.global_batch_size % per_step:
+        raise ValueError(
+            f"training.global_batch_size {t.global_batch_size} is not a multiple of "
+            f"per_device_batch_size {t.per_device_batch_size} x {world} process(es)"
+        )
+    find_unused = t.ddp_find_unused_parameters
+    if find_unused is None:
+        # A text-only batch leaves the projector without gradient on that rank.
+        find_unused = has_text_only and world > 1
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.global_batch_size // per_step,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        lr_scheduler_type=t.lr_scheduler,
+        max_grad_norm=t.max_grad_norm,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        # transformers 5 name for gradient checkpointing; non-reentrant works with frozen inputs
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False}
+        if t.gradient_checkpointing
+        else None,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=_report_to(list(t.report_to)),
+        deepspeed=resolve_engine_file(t.deepspeed, "deepspeed"),
+        fsdp=t.fsdp,
+        fsdp_config=resolve_engine_file(t.fsdp_config, "fsdp_config"),
+        ddp_find_unused_parameters=find_unused,
+        use_cpu=t.use_cpu,
+        disable_tqdm=t.disable_tqdm,
+        dataloader_num_workers=config.data.num_workers,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        train_sampling_strategy="random" if config.data.sampler == "random" else "group_by_length",
+    )
+
+
+def skip_summary(path: Path) -> dict[str, Any]:
+    """Unique skipped ids by reason (several ranks / epochs may log the same record)."""
+    seen: dict[str, str] = {}
+    for r in read_jsonl(path):
+        seen.setdefault(str(r.get("id")), str(r.get("reason", "")))
+    by_reason: dict[str, int] = {}
+    for reason in seen.values():
+        key = reason.split(":", 1)[0]
+        by_reason[key] = by_reason.get(key, 0) + 1
+    return {
+        "total": len(seen),
+        "by_reason": by_reason,
+        "first": [{"id": k, "reason": v} for k, v in list(seen.items())[:20]],
+    }
+
+
+def train(config: TrainConfig, callbacks: list | None = None, resume: bool = False) -> TrainResult:
+    """Run one training stage; `callbacks` are extra `transformers.TrainerCallback`s."""
+    from transformers import set_seed
+
+    from decovlm.train.build import build_dataset, build_model
+    from decovlm.train.callbacks import (
+        CheckpointMarker,
+        JsonlMetrics,
+        find_resume_checkpoint,
+        list_checkpoints,
+    )
+    from decovlm.train.stages import (
+        configure_stage,
+        format_summary,
+        load_projector,
+        save_projector,
+        trainable_summary,
+    )
+    from decovlm.train.trainer import DecoTrainer
+
+    config.validate()
+    t = config.training
+    out = Path(t.output_dir)
+    is_main = _rank() == 0
+    checkpoint = find_resume_checkpoint(out) if resume else None
+    if not resume and list_checkpoints(out):
+        raise ValueError(
+            f"{out} already holds checkpoints: pass --resume to continue, or another output_dir"
+        )
+    if resume and checkpoint is None:
+        logger.warning("--resume: no complete checkpoint in %s, starting from scratch", out)
+    skip_path = out / "skipped.jsonl"
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None:
+            for name in ("metrics.jsonl", "skipped.jsonl"):
+                (out / name).unlink(missing_ok=True)
+        atomic_write_text(out / "config.yaml", dump_config(config))
+
+    set_seed(t.seed)
+    model, processor = build_model(config.model)
+    dataset = build_dataset(config, processor, skip_path, log_validation=is_main)
+    # TrainingArguments before any distributed wrapping; ZeRO-3 reads its config from them.
+    args = training_arguments(config, has_text_only=not all(dataset.has_image))
+    if t.stage == "finetune" and t.projector_path:
+        load_projector(model, t.projector_path)  # on the plain model, before DDP/FSDP/ZeRO
+    model = configure_stage(model, t.stage, t.lora)
+    model.language_model.config.use_cache = False
+    rows = trainable_summary(model)
+    if is_main:
+        print(
+            f"[decovlm] stage {t.stage}: trainable parameters\n{format_summary(rows)}", flush=True
+        )
+        atomic_write_json(out / "trainable.json", {"stage": t.stage, "modules": rows})
+
+    from decovlm.data.collator import DataCollator, pad_token_id_of
+
+    trainer = DecoTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollator(pad_token_id_of(processor.tokenizer)),
+        processing_class=processor,
+        callbacks=[JsonlMetrics(out / "metrics.jsonl"), CheckpointMarker(), *(callbacks or [])],
+        sampler_kind=config.data.sampler,
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    model_path = out / "model"
+    projector_path = None
+    final = trainer.model
+    if t.lora.enabled and hasattr(final.language_model, "merge_and_unload"):
+        final.language_model = final.language_model.merge_and_unload()
+    trainer.save_model(str(model_path))
+    if is_main:
+        processor.save_pretrained(str(model_path))
+        if t.stage == "align":
+            projector_path = save_projector(final, out, model_dir=model_path)
+    summary = skip_summary(skip_path)
+    if is_main:
+        atomic_write_json(out / "skipped_summary.json", summary)
+        if summary["total"]:
+            first = ", ".join(f["id"] for f in summary["first"][:10])
+            print(
+                f"[decovlm] skipped {summary['total']} record(s) {summary['by_reason']}; first: {first}",
+                flush=True,
+            )
+    _clean_incomplete(out, is_main)
+    return TrainResult(
+        output_dir=out,
+        model_path=model_path,
+        projector_path=projector_path,
+        global_step=trainer.state.global_step,
+        metrics=read_jsonl(out / "metrics.jsonl"),
+        skipped=summary,
+        trainable=rows,
+    )
+
+
+def _clean_incomplete(out: Path, is_main: bool) -> None:
+    """Remove checkpoint folders a crash left half-written (they never had COMPLETE)."""
+    from decovlm.train.callbacks import list_checkpoints
+
+    if not is_main:
+        return
+    for _, path, ok in list_checkpoints(out):
+        if not ok:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_result_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    return read_jsonl(Path(output_dir) / "metrics.jsonl")
+
+
+def read_trainable(output_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(output_dir) / "trainable.json").read_text(encoding="utf-8"))
