@@ -1,0 +1,185 @@
+"""One served model: load it, format the question, stream a greedy answer and explain it.
+
+`Explorer` wraps a (model, processor) pair with a lock (generation and R-GAE switch the model's
+attention implementation, so two requests must not use one model at the same time). The answer
+is streamed with transformers' `TextIteratorStreamer` while `generate` runs in a thread; the
+exact generated ids are then teacher-forced through `decovlm.interpret.explain`, so the maps
+belong to the answer that was shown, token for token.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+TEMPLATES = (
+    "auto",
+    "vicuna_v1",
+    "tokenizer",
+    "plain",
+)  # auto: the tokenizer's chat template if any
+MAX_QUESTION_CHARS = 2000
+
+
+@dataclass
+class Explorer:
+    """A model being served, with how to prompt it and how much to generate."""
+
+    name: str
+    model: object
+    processor: object
+    template: str = "auto"
+    max_new_tokens: int = 32
+    start_layer: int = 0
+    end_layer: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def projector(self) -> str:
+        return str(self.model.config.projector)
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.projector})"
+
+    def format_prompt(self, question: str) -> str:
+        """The chat prompt for one question about one image (the `<image>` tag comes first)."""
+        tag = self.processor.image_token
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("type a question first")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ValueError(
+                f"the question is too long ({len(question)} characters, at most {MAX_QUESTION_CHARS})"
+            )
+        # The image goes where the template puts it; a tag typed by the user would be a second image.
+        question = question.replace(tag, " ").strip()
+        if self.template == "plain":
+            return f"{tag}\n{question}"
+        # The same prompt the evaluation runner builds, so served answers match scored answers.
+        from decovlm.eval.generate import build_prompt
+
+        return build_prompt(self.processor, question, has_image=True, chat_template=self.template)
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            return set()
+        return set(eos if isinstance(eos, list | tuple) else [eos])
+
+    def stream_answer(self, image: Image.Image, prompt: str) -> Iterator[str | list[int]]:
+        """Yield the growing answer text; the last item is the list of generated token ids.
+
+        Must be called with `self.lock` held (as `decovlm.serve.app.ask` does).
+        """
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        model, processor = self.model, self.processor
+        device = next(model.parameters()).device
+        batch = processor(text=[prompt], images=[image], return_tensors="pt")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        streamer = TextIteratorStreamer(
+            processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
+        )
+        stop = threading.Event()
+        result: dict = {}
+
+        def work() -> None:
+            try:
+                with torch.no_grad():
+                    result["ids"] = model.generate(
+                        **batch,
+                        max_new_tokens=self.max_new_tokens,
+                        do_sample=False,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
+                    )
+            except BaseException as err:  # re-raised in the caller's thread below
+                result["error"] = err
+                streamer.end()
+
+        thread = threading.Thread(target=work, name=f"generate-{self.name}", daemon=True)
+        thread.start()
+        text = ""
+        try:
+            for piece in streamer:
+                text += piece
+                if piece:
+                    yield text
+        finally:
+            # Also when the page goes away mid-answer (the generator is closed): stop generating
+            # and wait, so the model is free before the caller releases its lock.
+            stop.set()
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        n_prompt = batch["input_ids"].shape[1]
+        ids = result["ids"][0].tolist()
+        if ids[:n_prompt] == batch["input_ids"][0].tolist():
+            ids = ids[n_prompt:]
+        eos = self._eos_ids()
+        for i, tok in enumerate(ids):
+            if tok in eos:
+                ids = ids[:i]
+                break
+        yield ids
+
+    def explain(self, image: Image.Image, prompt: str, answer_ids: list[int]):
+        """The one place that calls the relevance code (decovlm.interpret.explain)."""
+        from decovlm.interpret.explain import explain
+
+        return explain(
+            self.model,
+            self.processor,
+            image,
+            prompt,
+            answer=list(answer_ids),
+            start_layer=self.start_layer,
+            end_layer=self.end_layer,
+        )
+
+    def model_view(self, image: Image.Image) -> Image.Image:
+        """The image as the model saw it (resize mode and resolution), for overlays."""
+        from decovlm.interpret.draw import model_view
+
+        return model_view(self.processor, image)
+
+
+class _StopWhenSet:
+    """A generate() stopping criterion that ends every sequence once `event` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+def load_explorer(
+    path: str | os.PathLike,
+    device: str | None = None,
+    dtype: str | None = None,
+    name: str | None = None,
+    **kwargs,
+) -> Explorer:
+    """An `Explorer` for a saved model folder (model + processor, as `save_pretrained` writes them)."""
+    from decovlm.interpret.cli import load_model
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder not found: {path}")
+    model, processor = load_model(path, device, dtype)
+    return Explorer(name=name or path.resolve().name, model=model, processor=processor, **kwargs)

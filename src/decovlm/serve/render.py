@@ -1,0 +1,143 @@
+"""What the explorer page shows for an explanation: clickable words, overlays, gallery, downloads.
+
+Pure functions of an `Explanation` (from `decovlm.interpret`) and the image as the model saw it,
+so they are tested without a browser. Normalisation and upsampling of a patch-grid map use
+`decovlm.interpret.draw.upsample` (min-max, bilinear), the same as the saved figures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DISPLAY_SIZE = 384  # overlays are shown at least this large (tiny models see 32 px images)
+THUMB_SIZE = 160
+GALLERY_QUERIES = 12
+WORD, SELECTED = "word", "selected"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def open_image(path: str | os.PathLike, name: str | None = None) -> Image.Image:
+    """A fully decoded RGB image, or ValueError naming the file when it is not a readable image."""
+    label = name or Path(path).name
+    try:
+        with Image.open(path) as img:
+            img.verify()  # catches truncated / corrupt files that open() alone accepts
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"the uploaded file {label!r} is gone; upload it again") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"{label!r} has too many pixels to be an image this app accepts") from None
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        # PIL's message names the server-side path; the page shows the user's file name instead
+        detail = str(err).replace(os.fspath(path), label)
+        raise ValueError(
+            f"{label!r} is not an image that can be read ({type(err).__name__}: {detail})"
+        ) from None
+    if min(img.size) < 1:
+        raise ValueError(f"{label!r} is an empty image")
+    return img
+
+
+def display_view(view: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
+    """The model's view enlarged (never shrunk) so patch-grid maps are visible."""
+    w, h = view.size
+    scale = max(1.0, size / max(w, h))
+    return view.resize(
+        (round(w * scale), round(h * scale)), Image.NEAREST if scale >= 4 else Image.BICUBIC
+    )
+
+
+def overlay_image(
+    view: Image.Image, grid_map, size: int = DISPLAY_SIZE, alpha: float = 0.5
+) -> Image.Image:
+    """The map (patch grid) normalised, upsampled and blended over the image with the jet colormap."""
+    from matplotlib import colormaps
+
+    from decovlm.interpret.draw import upsample
+
+    base = display_view(view, size)
+    arr = np.asarray(base, dtype=np.float32) / 255.0
+    heat = upsample(np.asarray(grid_map, dtype=np.float32), arr.shape[:2])
+    coloured = colormaps["jet"](heat)[..., :3]
+    mixed = (1.0 - alpha) * arr + alpha * coloured
+    return Image.fromarray(np.clip(mixed * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def word_spans(
+    answer: str, words, selected: int | None = None
+) -> tuple[list[tuple[str, str | None]], list]:
+    """HighlightedText value for the answer (each word a clickable span) and span index -> word index."""
+    spans: list[tuple[str, str | None]] = []
+    owner: list[int | None] = []
+    pos = 0
+    for k, word in enumerate(words):
+        j = answer.find(word.text, pos)
+        # Words come from this very text, so j >= 0; if not, the word is still shown and clickable.
+        gap = answer[pos:j] if j >= 0 else " "
+        if gap:
+            spans.append((gap, None))
+            owner.append(None)
+        spans.append((word.text, SELECTED if k == selected else WORD))
+        owner.append(k)
+        if j >= 0:
+            pos = j + len(word.text)
+    if pos < len(answer):
+        spans.append((answer[pos:], None))
+        owner.append(None)
+    return spans, owner
+
+
+def query_gallery(explanation, index: int, view: Image.Image, top: int = GALLERY_QUERIES) -> list:
+    """Query-to-Patch of the visual tokens most relevant to word `index`: [(overlay, caption)].
+
+    The caption gives each token's share of the word's Text-to-Query relevance.
+    """
+    t2q = explanation.word_text_to_query[index].float()
+    q2p = explanation.word_query_map(index).float()
+    total = float(t2q.clamp(min=0).sum())
+    order = t2q.argsort(descending=True)[: min(top, t2q.numel())].tolist()
+    items = []
+    for q in order:
+        share = float(t2q[q]) / total if total > 0 else 0.0
+        thumb = overlay_image(view, q2p[q].reshape(explanation.patch_grid), THUMB_SIZE)
+        items.append((thumb, f"q{q}: {share:.0%}"))
+    return items
+
+
+def gallery_label(explanation, index: int) -> str:
+    # short: Gradio floats the label over the gallery's first row
+    return f"Query-to-Patch of '{explanation.words[index].text}' ({explanation.method})"
+
+
+def write_maps(explanation, out_dir: str | os.PathLike) -> list[Path]:
+    """maps.npz (every map, per token and per word) and summary.json of one explanation."""
+    from decovlm.utils.io import atomic_path, atomic_write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "maps.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **explanation.arrays())
+    atomic_write_json(out_dir / "summary.json", explanation.summary())
+    return [out_dir / "maps.npz", out_dir / "summary.json"]
+
+
+def write_word_files(
+    explanation, index: int, view: Image.Image, overlay: Image.Image, out_dir
+) -> list[Path]:
+    """The clicked word's Text-to-Patch overlay (as shown) and its figure with Text-to-Query."""
+    from decovlm.interpret.draw import draw_word, safe_name
+    from decovlm.utils.io import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{index:02d}_{safe_name(explanation.words[index].text)}"
+    png = out_dir / f"text_to_patch_{stem}.png"
+    with atomic_path(png) as tmp:
+        overlay.save(tmp, format="PNG")
+    figure = draw_word(explanation, index, view, out_dir / f"word_{stem}.png")
+    return [png, figure]
