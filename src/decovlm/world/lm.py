@@ -1,0 +1,148 @@
+"""The world's small causal LM: an HF `LlamaForCausalLM` pretrained on the world's text.
+
+It reads captions and question/answer dialogues (chat template, images removed), so it knows
+the vocabulary and the USER/ASSISTANT format before the MLLM stages, the way Vicuna does for
+LLaVA. Reports the final training loss and the loss on held-out eval questions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass
+class LMSpec:
+    """Size and training budget of the LM."""
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 352
+    max_position_embeddings: int = 1024
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 3e-3
+    max_length: int = 256  # longest single document kept
+    window: int = 128  # training rows are packed windows of this many tokens
+
+
+def llama_config(spec: LMSpec, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _encode(tokenizer, docs: list[str], max_length: int) -> list[torch.Tensor]:
+    # Captions are plain sentences: give them an EOS; chat documents already end with one.
+    out = []
+    for doc in docs:
+        text = doc if doc.endswith(tokenizer.eos_token) else doc + tokenizer.eos_token
+        ids = tokenizer(text, truncation=True, max_length=max_length).input_ids
+        out.append(torch.tensor(ids, dtype=torch.long))
+    return out
+
+
+def _pack(seqs: list[torch.Tensor], window: int) -> torch.Tensor:
+    """Concatenate documents (each BOS ... EOS) and cut fixed windows: no padding to pay for."""
+    stream = torch.cat(seqs)
+    n = max(1, len(stream) // window)
+    if len(stream) < window:
+        return stream.unsqueeze(0)
+    return stream[: n * window].view(n, window)
+
+
+def _batch(seqs: list[torch.Tensor], pad_id: int, device: str):
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), length), -100, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    for k, s in enumerate(seqs):
+        ids[k, : len(s)], labels[k, : len(s)], mask[k, : len(s)] = s, s, 1
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+@torch.no_grad()
+def mean_loss(model, seqs: list[torch.Tensor], pad_id: int, device: str, batch: int = 64) -> float:
+    """Token-weighted mean next-token loss over documents."""
+    model.eval()
+    total, count = 0.0, 0
+    for k in range(0, len(seqs), batch):
+        ids, mask, labels = _batch(seqs[k : k + batch], pad_id, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        target = labels[:, 1:]
+        loss = nn.functional.cross_entropy(
+            logits.flatten(0, 1), target.flatten(), ignore_index=-100, reduction="sum"
+        )
+        total += float(loss)
+        count += int((target != -100).sum())
+    return total / max(count, 1)
+
+
+def train_lm(
+    spec: LMSpec,
+    tokenizer,
+    train_docs: list[str],
+    heldout_docs: list[str],
+    seed: int,
+    device: str = "cpu",
+    progress: bool = True,
+):
+    """Pretrain the LM on `train_docs`; returns (model, metrics)."""
+    from transformers import LlamaForCausalLM
+
+    if not train_docs:
+        raise ValueError("the world has no training text to pretrain the LM on")
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(llama_config(spec, tokenizer)).to(device)
+    seqs = _encode(tokenizer, train_docs, spec.max_length)
+    windows = _pack(seqs, spec.window)
+    heldout = _encode(tokenizer, heldout_docs, spec.max_length)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
+    warmup = max(1, spec.steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
+        ),
+    )
+    gen = torch.Generator().manual_seed(seed)
+    loss_value = float("nan")
+    model.train()
+    bar = tqdm(range(spec.steps), desc="language model", disable=not progress, leave=False)
+    for _ in bar:
+        idx = torch.randint(0, len(windows), (spec.batch_size,), generator=gen)
+        ids = windows[idx].to(device)
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_value = loss.item()
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+    metrics = {
+        "train_loss": round(loss_value, 4),
+        "heldout_loss": round(mean_loss(model, heldout, tokenizer.pad_token_id, device), 4),
+        "heldout_docs": len(heldout),
+        "train_docs": len(seqs),
+        "train_tokens": sum(len(s) for s in seqs),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return model, metrics

@@ -1,0 +1,135 @@
+"""The world's tokenizer and text corpus.
+
+A byte-level BPE (`tokenizers`) trained on the world's training text: with a few hundred merges
+every world word becomes one token, and byte-level decoding round-trips any text exactly. It is
+saved as an ordinary HF fast tokenizer with `<s>`/`</s>`/`<pad>`/`<unk>`, `<image>` as an extra
+special token, and a Vicuna-style chat template:
+
+    <s>USER: <image>\\nWhat colour is the star? ASSISTANT: purple</s>USER: ... ASSISTANT:
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from decovlm.world.scene import PLURALS, SHAPES, SIZES, vocabulary
+from decovlm.world.tasks import NUMBER_WORDS, PROMPTS
+
+BOS, EOS, PAD, UNK, IMAGE = "<s>", "</s>", "<pad>", "<unk>", "<image>"
+SPECIAL_TOKENS = [UNK, BOS, EOS, PAD, IMAGE]
+# Roles user/assistant (LLaVA's human/gpt are mapped by the data pipeline); an optional system
+# message goes first. Content may be a string or a list of {"type": "image"|"text"} parts.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{% set content = message['content'] %}"
+    "{% else %}{% set content = namespace(text='') %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{% set content.text = content.text + '<image>\\n' %}"
+    "{% else %}{% set content.text = content.text + part['text'] %}{% endif %}"
+    "{% endfor %}{% set content = content.text %}{% endif %}"
+    "{% if message['role'] == 'system' %}{{ content + ' ' }}"
+    "{% elif message['role'] == 'user' %}{{ 'USER: ' + content + ' ' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'ASSISTANT: ' + content + eos_token }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def chat_text(turns: list[tuple[str, str]], drop_image: bool = False) -> str:
+    """The chat template's text for (question, answer) turns, without the leading BOS."""
+    out = []
+    for question, answer in turns:
+        if drop_image:
+            question = question.replace(IMAGE + "\n", "").replace(IMAGE, "")
+        out.append(f"USER: {question} ASSISTANT: {answer}{EOS}")
+    return "".join(out)
+
+
+def _read_json(path: Path):
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: write the world with `decovlm world`")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg})") from None
+
+
+def _turns(record: dict, path: Path) -> list[tuple[str, str]]:
+    convs = record.get("conversations")
+    if not isinstance(convs, list) or len(convs) % 2:
+        raise ValueError(f"{path}: record {record.get('id')!r} needs human/gpt conversation pairs")
+    return [(convs[k]["value"], convs[k + 1]["value"]) for k in range(0, len(convs), 2)]
+
+
+def world_corpus(world_dir: str | Path) -> tuple[list[str], list[str]]:
+    """(train documents, held-out documents) of plain text for tokenizer and LM pretraining.
+
+    Train: every caption as a sentence, and every finetune conversation in chat form with the
+    image placeholder removed (the LM learns the words and the dialogue format, not the images).
+    Held-out: the eval questions with their answers, in chat form.
+    """
+    root = Path(world_dir)
+    train: list[str] = []
+    align_path, finetune_path = root / "align.json", root / "finetune.json"
+    for rec in _read_json(align_path):
+        train += [answer for _, answer in _turns(rec, align_path)]
+    for rec in _read_json(finetune_path):
+        train.append(chat_text(_turns(rec, finetune_path), drop_image=True))
+    questions = root / "eval" / "questions.jsonl"
+    if not questions.exists():
+        raise FileNotFoundError(f"{questions} not found: write the world with `decovlm world`")
+    heldout = []
+    for n, line in enumerate(questions.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                q = json.loads(line)
+                heldout.append(chat_text([(q["text"], q["answer"])]))
+            except (json.JSONDecodeError, KeyError) as err:
+                raise ValueError(
+                    f"{questions}: line {n} is not a question record ({err})"
+                ) from None
+    return train, heldout
+
+
+def vocabulary_text() -> list[str]:
+    """Every world word at least once, so rare words still get their own token."""
+    vocab = vocabulary()
+    words = list(SHAPES) + list(PLURALS.values()) + list(vocab["colours"]) + list(SIZES)
+    words += list(NUMBER_WORDS) + [str(k) for k in range(100)] + ["yes", "no", "A", "B", "C", "D"]
+    return [" ".join(words), *PROMPTS.values()]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 768):
+    """Train the byte-level BPE and wrap it as a `PreTrainedTokenizerFast` with the chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts) + vocabulary_text(), trainer)
+    # Like Llama/Vicuna: plain encoding prepends BOS (the chat template writes its own BOS and
+    # apply_chat_template encodes without special tokens, so there is never a double BOS).
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tok.token_to_id(BOS))]
+    )
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        extra_special_tokens=[IMAGE],
+        model_max_length=1024,
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    return hf

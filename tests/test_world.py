@@ -1,0 +1,298 @@
+"""The synthetic world: determinism, pixel-exact masks and boxes, correct answers, disjoint splits,
+and the on-disk formats the data pipeline and the evaluation read."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from decovlm.world import (
+    COLOURS,
+    WorldConfig,
+    all_questions,
+    generate_world,
+    load_world_meta,
+    mask_box,
+    patch_labels,
+    render_scene,
+    sample_scene,
+)
+from decovlm.world.render import object_mask
+from decovlm.world.scene import CLOSE_COLOURS, PLURALS, SHAPES, composition_key
+from decovlm.world.tasks import LETTERS, LOCALIZATION, MC_ANSWER, SHORT_ANSWER, SIDE_MARGIN
+
+CATEGORIES = {"vqa", "count", "localization", "yesno", "multiple_choice"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    generate_world(out, train=30, eval=10, seed=3, progress=False)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_same_seed_same_bytes_different_seed_differs(world, tmp_path):
+    generate_world(tmp_path / "again", train=30, eval=10, seed=3, progress=False)
+    assert _files(world) == _files(tmp_path / "again")
+    generate_world(tmp_path / "other", train=30, eval=10, seed=4, progress=False)
+    other = _files(tmp_path / "other")
+    assert other["align.json"] != _files(world)["align.json"]
+    assert other["images/train_000000.png"] != _files(world)["images/train_000000.png"]
+
+
+def test_scene_does_not_depend_on_how_many_were_drawn():
+    assert sample_scene(7, "train", 5) == sample_scene(7, "train", 5)
+    assert sample_scene(7, "train", 5) != sample_scene(7, "train", 6)
+    assert sample_scene(7, "eval", 5) != sample_scene(7, "train", 5)
+
+
+def test_masks_and_boxes_agree_with_pixels():
+    config = WorldConfig()
+    for i in range(40):
+        r = render_scene(sample_scene(1, "train", i, config))
+        pixels = np.asarray(r.image).astype(int)
+        assert 2 <= len(r.scene.objects) <= 6
+        union = np.zeros_like(r.masks[0], dtype=int)
+        for obj, mask, box in zip(r.scene.objects, r.masks, r.boxes):
+            full = object_mask(obj, config.image_size)
+            assert mask.any() and not (mask & ~full).any()  # visible part of its own shape
+            assert mask.sum() / full.sum() >= config.min_visible
+            assert box == mask_box(mask)
+            x0, y0, x1, y1 = box
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            assert mask[y0, :].any() and mask[y1 - 1, :].any()  # tight box
+            assert mask[:, x0].any() and mask[:, x1 - 1].any()
+            assert (pixels[mask] == COLOURS[obj.colour]).all()
+            union += mask
+        assert union.max() == 1  # visible masks never overlap
+        # Background never looks like an object colour.
+        bg = pixels[union == 0]
+        for rgb in COLOURS.values():
+            assert np.abs(bg - np.asarray(rgb)).sum(-1).min() > 60
+
+
+def test_larger_images_and_bad_config():
+    r = render_scene(sample_scene(0, "train", 0, WorldConfig(image_size=128)))
+    assert r.image.size == (128, 128)
+    with pytest.raises(ValueError, match="image_size"):
+        WorldConfig(image_size=500)
+    with pytest.raises(ValueError, match="split"):
+        sample_scene(0, "test", 0)
+
+
+def test_patch_labels_majority_owner():
+    labels = np.full((16, 16), -1, dtype=np.int16)
+    labels[0:8, 0:8] = 0  # patch (0, 0) fully object 0
+    labels[8:10, 8:16] = 1  # 16 of 64 pixels of patch (1, 1): exactly the 25 % threshold
+    labels[0:1, 8:16] = 1  # 8 of 64 pixels: below it
+    assert patch_labels(labels, 8).tolist() == [[0, -1], [-1, 1]]
+
+
+def test_train_and_eval_compositions_are_disjoint():
+    train = {composition_key(sample_scene(0, "train", i).objects) for i in range(300)}
+    held = {composition_key(sample_scene(0, "eval", i).objects) for i in range(100)}
+    assert not train & held
+    assert len(held) > 90  # varied, not one repeated scene
+
+
+# --- every answer recomputed from the scene -------------------------------------------------
+
+
+def _objs(scene, **attrs):
+    return [o for o in scene.objects if all(getattr(o, k) == v for k, v in attrs.items())]
+
+
+def _by_name(scene, name: str):
+    words = name.split()
+    attrs = {"shape": words[-1]}
+    if len(words) >= 2:
+        attrs["colour"] = words[-2]
+    if len(words) == 3:
+        attrs["size"] = words[0]
+    return _objs(scene, **attrs)
+
+
+def _check(qa, r):
+    scene = r.scene
+    q = qa.question
+    if qa.category == "caption":
+        phrases = qa.answer.rstrip(".").replace(" and ", ", ").split(", ")
+        ordered = sorted(scene.objects, key=lambda o: (o.cx, o.cy))
+        assert phrases == [f"a {o.size} {o.colour} {o.shape}" for o in ordered]
+        return
+    if qa.category in ("vqa", "count", "yesno"):
+        assert qa.prompt == f"{q}\n{SHORT_ANSWER}"
+    if m := re.fullmatch(r"What colour is the (\w+)\?", q):
+        if qa.category == "vqa":
+            (obj,) = _objs(scene, shape=m[1])
+            assert qa.answer == obj.colour == qa.target_word
+    elif m := re.fullmatch(r"What shape is the (\w+) object\?", q):
+        if qa.category == "vqa":
+            (obj,) = _objs(scene, colour=m[1])
+            assert qa.answer == obj.shape
+    elif m := re.fullmatch(r"What size is the (\w+) (\w+)\?", q):
+        (obj,) = _objs(scene, colour=m[1], shape=m[2])
+        assert qa.answer == obj.size
+    elif m := re.fullmatch(r"What is (left|right) of the ([\w ]+)\?", q):
+        (ref,) = _by_name(scene, m[2])
+        margin = SIDE_MARGIN * scene.image_size
+        sign = -1 if m[1] == "left" else 1
+        others = [o for o in scene.objects if o is not ref]
+        assert all(abs(o.cx - ref.cx) > margin for o in others)
+        (hit,) = [o for o in others if sign * (o.cx - ref.cx) > margin]
+        assert qa.answer == f"{hit.colour} {hit.shape}"
+    elif m := re.fullmatch(r"How many (\w+) objects are there\?", q):
+        assert qa.answer == str(len(_objs(scene, colour=m[1])))
+    elif m := re.fullmatch(r"How many (\w+) are there\?", q):
+        shape = {v: k for k, v in PLURALS.items()}[m[1]]
+        assert qa.answer == str(len(_objs(scene, shape=shape)))
+    elif q.startswith(LOCALIZATION):
+        (obj,) = _by_name(scene, q[len(LOCALIZATION) :].removeprefix("the ").rstrip("."))
+        i = scene.objects.index(obj)
+        x0, y0, x1, y1 = mask_box(r.masks[i])
+        s = scene.image_size
+        assert qa.answer == f"[{x0 / s:.2f}, {y0 / s:.2f}, {x1 / s:.2f}, {y1 / s:.2f}]"
+    elif m := re.fullmatch(r"Is there an? (\w+) (\w+) in the image\?", q):
+        present = bool(_objs(scene, colour=m[1], shape=m[2]))
+        assert qa.answer == ("yes" if present else "no")
+        if qa.pope_split == "adversarial" and not present:  # an attribute swap
+            assert _objs(scene, colour=m[1]) or _objs(scene, shape=m[2])
+            assert m[1] in {o.colour for o in scene.objects} | {
+                c for o in scene.objects for c in CLOSE_COLOURS[o.colour]
+            } or m[2] in {o.shape for o in scene.objects}
+    else:
+        raise AssertionError(f"unexpected question {q!r}")
+    if qa.category == "multiple_choice":
+        assert len(qa.options) == 4 == len(set(qa.options))
+        assert qa.prompt.endswith(MC_ANSWER)
+        picked = qa.options[LETTERS.index(qa.answer)]
+        if m := re.fullmatch(r"What colour is the (\w+)\?", q):
+            assert picked == _objs(scene, shape=m[1])[0].colour
+        else:
+            assert picked in SHAPES
+            assert (
+                picked == _objs(scene, colour=re.match(r"What shape is the (\w+)", q)[1])[0].shape
+            )
+
+
+def test_every_answer_is_correct_for_its_scene():
+    seen = Counter()
+    for i in range(60):
+        r = render_scene(sample_scene(2, "train" if i % 2 else "eval", i))
+        for category, qas in all_questions(r, np.random.default_rng(i)).items():
+            for qa in qas:
+                assert qa.category == category
+                assert qa.answer in qa.answers or category == "multiple_choice"
+                _check(qa, r)
+                seen[
+                    (category, qa.kind, qa.pope_split, qa.answer if category == "yesno" else "")
+                ] += 1
+    kinds = {k[1] for k in seen}
+    assert {"colour", "shape", "size", "left", "right", "count_colour", "count_shape"} <= kinds
+    for split in ("random", "popular", "adversarial"):
+        assert (
+            seen[("yesno", "pope", split, "yes")] > 0 and seen[("yesno", "pope", split, "no")] > 0
+        )
+
+
+# --- files on disk ---------------------------------------------------------------------------
+
+
+def test_align_and_finetune_are_llava_conversations(world):
+    align = json.loads((world / "align.json").read_text())
+    finetune = json.loads((world / "finetune.json").read_text())
+    assert len(align) == len(finetune) == 30
+    for rec in align:
+        assert set(rec) == {"id", "image", "conversations"}
+        assert (world / rec["image"]).exists()
+        human, gpt = rec["conversations"]
+        assert human == {"from": "human", "value": "<image>\nDescribe the image briefly."}
+        assert gpt["from"] == "gpt" and gpt["value"].endswith(".")
+    for rec in finetune:
+        convs = rec["conversations"]
+        assert len(convs) >= 2 and len(convs) % 2 == 0
+        assert [c["from"] for c in convs] == ["human", "gpt"] * (len(convs) // 2)
+        assert convs[0]["value"].startswith("<image>\n")
+        assert sum(c["value"].count("<image>") for c in convs) == 1
+    assert {r["image"] for r in align} == {r["image"] for r in finetune}
+
+
+def test_eval_questions_format(world):
+    lines = (world / "eval" / "questions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len({r["question_id"] for r in records}) == len(records)
+    assert {r["category"] for r in records} == CATEGORIES
+    train_images = {r["image"] for r in json.loads((world / "align.json").read_text())}
+    for r in records:
+        assert {"question_id", "image", "text", "category", "answer"} <= set(r)
+        assert (world / r["image"]).exists() and r["image"] not in train_images
+        assert r["answer"] in r["answers"]
+        if r["category"] == "yesno":
+            assert r["pope_split"] in {"random", "popular", "adversarial"}
+            assert r["answer"] in {"yes", "no"}
+        if r["category"] == "multiple_choice":
+            assert r["answer"] in "ABCD" and len(r["options"]) == 4
+            for letter, option in zip("ABCD", r["options"]):
+                assert f"\n{letter}. {option}\n" in r["text"]
+        if r["category"] == "localization":
+            values = json.loads(r["answer"])
+            assert len(values) == 4 and all(0 <= v <= 1 for v in values)
+
+
+def test_relevance_cases_and_masks(world):
+    cases = [
+        json.loads(x)
+        for x in (world / "eval" / "relevance_cases.jsonl").read_text().split("\n")
+        if x
+    ]
+    assert len(cases) >= 10
+    for case in cases:
+        mask = np.asarray(Image.open(world / case["mask"]))
+        assert mask.shape == (64, 64) and set(np.unique(mask)) <= {0, 255}
+        assert case["target_word"] == case["answer"]
+        scene = sample_scene(3, "eval", int(case["image"].split("_")[-1].split(".")[0]))
+        r = render_scene(scene)
+        (i,) = [k for k, o in enumerate(scene.objects) if (o.shape, o.colour, o.size) == (
+            case["object"]["shape"], case["object"]["colour"], case["object"]["size"])]  # fmt: skip
+        assert ((mask > 0) == r.masks[i]).all()
+        image = np.asarray(Image.open(world / case["image"]))
+        assert (image[mask > 0] == COLOURS[case["object"]["colour"]]).all()
+
+
+def test_world_json_and_errors(world, tmp_path):
+    meta = load_world_meta(world)
+    assert meta["seed"] == 3 and meta["image_size"] == 64
+    assert len(meta["vocab"]["shapes"]) >= 5 and len(meta["vocab"]["colours"]) >= 8
+    assert meta["counts"]["train_scenes"] == 30 and meta["counts"]["eval_scenes"] == 10
+    with pytest.raises(FileNotFoundError, match="decovlm world"):
+        load_world_meta(tmp_path)
+    (tmp_path / "world.json").write_text("{not json")
+    with pytest.raises(ValueError, match="world.json"):
+        load_world_meta(tmp_path)
+
+
+def test_cli_writes_a_world(tmp_path, capsys):
+    from decovlm.cli import main
+
+    assert (
+        main(["world", "--out", str(tmp_path), "--train", "3", "--eval", "2", "--no-progress"]) == 0
+    )
+    assert "wrote the world" in capsys.readouterr().out
+    assert len(list((tmp_path / "images").glob("*.png"))) == 5
+    # A smaller rerun leaves no stale images behind.
+    assert (
+        main(["world", "--out", str(tmp_path), "--train", "2", "--eval", "1", "--no-progress"]) == 0
+    )
+    assert len(list((tmp_path / "images").glob("*.png"))) == 3

@@ -1,0 +1,138 @@
+"""The world's small backbones: loadable HF checkpoints, tokenizer round trip and chat template,
+a colour probe above chance, and the settings-hash cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from decovlm.world import generate_world, prepare_backbones
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world_bb")
+    generate_world(root, train=40, eval=8, seed=1, progress=False)
+    paths = prepare_backbones(root, budget="tiny", seed=0, progress=False)
+    return root, paths
+
+
+def test_checkpoints_load_with_auto_classes(built):
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        CLIPVisionModel,
+    )
+
+    _, paths = built
+    tok = AutoTokenizer.from_pretrained(paths.tokenizer)
+    vision = CLIPVisionModel.from_pretrained(paths.vision)
+    llm = AutoModelForCausalLM.from_pretrained(paths.llm)
+    processor = AutoImageProcessor.from_pretrained(paths.vision)
+    assert llm.config.vocab_size == len(tok)
+    assert (llm.config.bos_token_id, llm.config.eos_token_id, llm.config.pad_token_id) == (
+        tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)  # fmt: skip
+    from PIL import Image
+
+    image = Image.open(paths.root.parent / "images" / "eval_000000.png")
+    pixels = processor(images=[image], return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 64, 64)
+    out = vision(pixel_values=pixels, output_hidden_states=True)
+    assert out.hidden_states[-2].shape == (1, 1 + 8 * 8, vision.config.hidden_size)
+    logits = llm(input_ids=tok("a small red star.", return_tensors="pt").input_ids).logits
+    assert logits.shape[-1] == len(tok)
+
+
+def test_tokenizer_round_trip_and_chat_template(built):
+    from transformers import AutoTokenizer
+
+    root, paths = built
+    tok = AutoTokenizer.from_pretrained(paths.tokenizer)
+    image_id = tok.convert_tokens_to_ids("<image>")
+    assert image_id not in (tok.unk_token_id, None) and "<image>" in tok.all_special_tokens
+    for rec in json.loads((root / "finetune.json").read_text())[:10]:
+        for turn in rec["conversations"]:
+            ids = tok(turn["value"], add_special_tokens=False).input_ids
+            assert tok.decode(ids) == turn["value"]
+            assert tok.unk_token_id not in ids
+    ids = tok("<image>\nWhat colour is the star?").input_ids
+    assert ids[0] == tok.bos_token_id and ids[1] == image_id and ids.count(image_id) == 1
+    # Every colour and shape word is one token (with its leading space).
+    for word in ("purple", "violet", "star", "triangle"):
+        assert len(tok(" " + word, add_special_tokens=False).input_ids) == 1
+    messages = [
+        {"role": "user", "content": "<image>\nWhat colour is the star?"},
+        {"role": "assistant", "content": "purple"},
+        {"role": "user", "content": [{"type": "text", "text": "And the circle?"}]},
+    ]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == (
+        "<s>USER: <image>\nWhat colour is the star? ASSISTANT: purple</s>"
+        "USER: And the circle? ASSISTANT:"
+    )
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)[
+        "input_ids"
+    ]
+    assert ids.count(tok.bos_token_id) == 1 and ids.count(image_id) == 1
+
+
+def test_probe_above_chance_and_metrics(built):
+    _, paths = built
+    metrics = json.loads(paths.metrics_path.read_text())
+    assert metrics == paths.metrics
+    probe = metrics["vision"]["probe"]
+    assert probe["colour_accuracy"] > 2 * probe["colour_chance"]
+    assert probe["colour_accuracy"] > probe["colour_majority"]
+    assert metrics["llm"]["heldout_loss"] > 0 and metrics["llm"]["train_loss"] > 0
+
+
+def test_rerun_reuses_and_changed_settings_retrain(built):
+    root, paths = built
+    stamp = (paths.vision / "decovlm_stamp.json").read_text()
+    again = prepare_backbones(root, budget="tiny", seed=0, progress=False)
+    assert again.reused == {"tokenizer": True, "vision": True, "llm": True}
+    assert (paths.vision / "decovlm_stamp.json").read_text() == stamp
+    other = prepare_backbones(root, budget="tiny", seed=5, progress=False)
+    assert other.reused == {"tokenizer": True, "vision": False, "llm": False}
+    assert not list(Path(paths.root).glob(".*"))  # no temporary folders left behind
+    prepare_backbones(root, budget="tiny", seed=0, progress=False)  # restore for other tests
+
+
+def test_bad_arguments(tmp_path, built):
+    root, _ = built
+    with pytest.raises(FileNotFoundError, match="decovlm world"):
+        prepare_backbones(tmp_path, budget="tiny")
+    with pytest.raises(ValueError, match="budget"):
+        prepare_backbones(root, budget="huge")
+
+
+def test_backbones_enter_the_mllm_through_from_components(built):
+    try:
+        from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    except ImportError:
+        pytest.skip("decovlm.modeling is not available yet")
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    root, paths = built
+    tok = AutoTokenizer.from_pretrained(paths.tokenizer)
+    model = DecoVLMForConditionalGeneration.from_components(
+        vision=str(paths.vision),
+        llm=str(paths.llm),
+        projector="avgpool2_16",
+        image_token_id=tok.convert_tokens_to_ids("<image>"),  # already in the world's vocabulary
+    )
+    assert tuple(model.patch_grid) == (8, 8) and model.num_image_tokens == 16
+    processor = DecoVLMProcessor.from_model(
+        model, AutoImageProcessor.from_pretrained(paths.vision), tok
+    )
+    messages = [{"role": "user", "content": "<image>\nWhat colour is the star?"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    image = Image.open(root / "images" / "eval_000000.png")
+    batch = processor(text=[prompt], images=[image], return_tensors="pt")
+    assert int((batch["input_ids"] == processor.image_token_id).sum()) == 16
+    out = model(**batch)
+    assert out.logits.shape[:2] == batch["input_ids"].shape
