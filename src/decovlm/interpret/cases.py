@@ -1,0 +1,157 @@
+"""Score relevance maps over a set of cases (image, prompt, answer, target word, object mask).
+
+A case is one JSON line as the synthetic world writes it to `DIR/eval/relevance_cases.jsonl`::
+
+    {"case_id": "...", "image": "images/eval_000001.png", "prompt": "What colour is the circle?",
+     "answer": "red", "target_word": "red", "mask": "eval/masks/eval_000001_r0.png"}
+
+(a `"box": [x0, y0, x1, y1]` in pixels may replace `"mask"`). `image` and `mask` are relative to a
+**root** folder: `load_cases(path)` uses the jsonl's folder's parent (DIR above) unless `root` is
+given. The answer is teacher-forced, the target word's Text-to-Patch map is compared with the
+mask downsampled to the patch grid (covered fraction per patch, after the processor's geometry).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from decovlm.interpret.scores import box_to_mask, load_mask, mask_to_grid, score_map, summarise
+from decovlm.utils.io import read_jsonl
+
+REQUIRED = ("case_id", "image", "prompt", "answer", "target_word")
+
+
+def load_cases(
+    path: str | os.PathLike, root: str | os.PathLike | None = None
+) -> tuple[list[dict], Path]:
+    """The cases of a jsonl file and the root their paths are relative to (default: its folder's parent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cases file not found: {path}")
+    cases = read_jsonl(path)
+    if not cases:
+        raise ValueError(f"{path}: no cases")
+    for i, case in enumerate(cases, 1):
+        missing = [k for k in REQUIRED if k not in case]
+        if "mask" not in case and "box" not in case:
+            missing.append("mask (or box)")
+        if missing:
+            raise ValueError(f"{path}: case {i} ({case.get('case_id', '?')}) lacks {missing}")
+    return cases, Path(root) if root is not None else path.resolve().parent.parent
+
+
+def format_prompt(processor, prompt: str, chat: bool = True) -> str:
+    """The question as the model was trained to see it: the chat template around "<image>\\n" + prompt.
+
+    Without a chat template (or with chat=False) it is "<image>\\n" + prompt; a prompt already
+    holding the image tag is left as it is.
+    """
+    tag = processor.image_token
+    if tag in prompt:
+        return prompt
+    content = f"{tag}\n{prompt}"
+    tok = processor.tokenizer
+    if chat and getattr(tok, "chat_template", None):
+        return tok.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
+    return content
+
+
+def case_mask(case: dict, root: Path, image_size: tuple[int, int]):
+    """The case's object mask (H, W) at image resolution, from its mask PNG or its pixel box."""
+    if "mask" in case:
+        mask = load_mask(root / case["mask"])
+        if mask.shape != (image_size[1], image_size[0]):
+            raise ValueError(
+                f"case {case['case_id']}: mask {case['mask']} is {mask.shape[1]}x{mask.shape[0]} but the image "
+                f"is {image_size[0]}x{image_size[1]}"
+            )
+        return mask
+    return box_to_mask(case["box"], image_size)
+
+
+def score_cases(
+    model,
+    processor,
+    cases: list[dict],
+    root: str | os.PathLike,
+    chat: bool = True,
+    start_layer: int = 0,
+    end_layer: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Explain every case and score the target word's Text-to-Patch map against its mask.
+
+    Returns {"projector", "summary" (means over scored cases), "cases" (per-case scores),
+    "skipped" (case_id and reason: e.g. the target word is not a word of the answer)}.
+    """
+    from decovlm.interpret.explain import explain, read_image
+
+    root = Path(root)
+    rows, skipped, method = [], [], None
+    mode = getattr(processor, "image_resize_mode", "naive")
+    for case in tqdm(
+        cases, desc=f"relevance {model.config.projector}", disable=not progress, leave=False
+    ):
+        image = read_image(root / case["image"])
+        mask = case_mask(case, root, image.size)
+        expl = explain(
+            model,
+            processor,
+            image,
+            format_prompt(processor, case["prompt"], chat),
+            answer=case["answer"],
+            start_layer=start_layer,
+            end_layer=end_layer,
+        )
+        method = expl.method
+        try:
+            index = expl.word_index(case["target_word"])
+        except ValueError as err:
+            skipped.append({"case_id": case["case_id"], "reason": str(err)})
+            continue
+        grid_mask = mask_to_grid(mask, expl.patch_grid, mode)
+        scores = score_map(expl.word_text_to_patch[index], grid_mask)
+        rows.append({"case_id": case["case_id"], "word": expl.words[index].text, **scores})
+    summary = summarise(rows)
+    return {
+        "projector": model.config.projector,
+        "query_to_patch": method,
+        "summary": summary,
+        "cases": rows,
+        "skipped": skipped,
+    }
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One row per model: the means of every score (pointing and energy higher is better)."""
+    head = (
+        "| model | projector | Q2P | cases | pointing | energy | mask area | entropy | eff. patches | k50 | k90 |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    for r in results:
+        s = r["summary"]
+        cells = [
+            f"{s[k]:.3f}" if not math.isnan(s[k]) else "-"
+            for k in (
+                "pointing",
+                "energy",
+                "mask_area",
+                "entropy",
+                "effective_patches",
+                "k50",
+                "k90",
+            )
+        ]
+        lines.append(
+            f"| {r.get('model', '')} | {r['projector']} | {r['query_to_patch']} | {s['cases']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return head + "\n".join(lines) + "\n"

@@ -1,0 +1,106 @@
+"""`decovlm explain`: relevance maps of one answer about one image, as PNGs, .npz and a JSON summary.
+
+    decovlm explain --model runs/deco --image cat.png --prompt "What colour is the cat?" --out out/
+
+writes `word_XX_<word>.png` (Text-to-Query and Text-to-Patch of each word), `query_to_patch.png`
+(the grid of per-query Query-to-Patch maps), `maps.npz` (every map, per token and per word) and
+`summary.json` (prompt, answer, tokens, words with their token ranges, shapes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="a saved decovlm model folder (with its processor)"
+    )
+    parser.add_argument("--image", required=True, help="image file")
+    parser.add_argument(
+        "--prompt",
+        required=True,
+        help="the question; wrapped in the chat template with '<image>' unless it has the tag",
+    )
+    parser.add_argument(
+        "--answer", default=None, help="teacher-force this answer instead of generating"
+    )
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--start-layer", type=int, default=0, help="first LLM layer to propagate through"
+    )
+    parser.add_argument(
+        "--end-layer", type=int, default=None, help="LLM layer to stop before (default: all)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, ... (default: cuda if available)"
+    )
+    parser.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--raw-prompt", action="store_true", help="use the prompt as written, no chat template"
+    )
+    parser.add_argument(
+        "--batched", action="store_true", help="all tokens' gradients in one vectorised backward"
+    )
+
+
+def load_model(path: str | os.PathLike, device: str | None = None, dtype: str | None = None):
+    """(model, processor) from a saved folder, in eval mode on `device`."""
+    import torch
+
+    from decovlm.modeling import DecoVLMForConditionalGeneration, DecoVLMProcessor
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder not found: {path}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    model = DecoVLMForConditionalGeneration.from_pretrained(path, **kwargs)
+    processor = DecoVLMProcessor.from_pretrained(path)
+    return model.to(device).eval(), processor
+
+
+def save_explanation(explanation, image, processor, out_dir: str | os.PathLike) -> list[Path]:
+    """Write the PNGs, maps.npz and summary.json of one explanation; returns the written files."""
+    from decovlm.interpret.draw import draw_all, model_view
+    from decovlm.utils.io import atomic_path, atomic_write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = draw_all(explanation, model_view(processor, image), out_dir)
+    with atomic_path(out_dir / "maps.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **explanation.arrays())
+    paths.append(out_dir / "maps.npz")
+    summary = {**explanation.summary(), "files": sorted(p.name for p in paths) + ["summary.json"]}
+    atomic_write_json(out_dir / "summary.json", summary)
+    return [*paths, out_dir / "summary.json"]
+
+
+def run(args: argparse.Namespace) -> int:
+    from decovlm.interpret.cases import format_prompt
+    from decovlm.interpret.explain import explain, read_image
+
+    image = read_image(args.image)  # fail on a bad image before loading the model
+    model, processor = load_model(args.model, args.device, args.dtype)
+    explanation = explain(
+        model,
+        processor,
+        image,
+        format_prompt(processor, args.prompt, chat=not args.raw_prompt),
+        answer=args.answer,
+        start_layer=args.start_layer,
+        end_layer=args.end_layer,
+        max_new_tokens=args.max_new_tokens,
+        batched=args.batched,
+    )
+    paths = save_explanation(explanation, image, processor, args.out)
+    print(
+        f"answer: {explanation.answer!r}  ({len(explanation.words)} words, Query-to-Patch: {explanation.method})"
+    )
+    print(f"wrote {len(paths)} files to {args.out}")
+    return 0

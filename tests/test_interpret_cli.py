@@ -1,0 +1,126 @@
+"""`decovlm explain` and `decovlm explain-eval` on a saved tiny model: files written, scores sane."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from decovlm.cli import main
+from decovlm.interpret import load_cases, score_cases
+from decovlm.testing import tiny_model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("interpret")
+    paths = {}
+    for spec in ("avgpool2_4", "qformer2_4"):
+        model, processor = tiny_model(spec)
+        path = root / spec
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+        paths[spec] = path
+    # a tiny "world": one image, one mask, two cases (one with a box instead of a mask)
+    world = root / "world"
+    (world / "images").mkdir(parents=True)
+    (world / "eval" / "masks").mkdir(parents=True)
+    img = np.full((32, 32, 3), 128, dtype=np.uint8)
+    img[8:16, 8:16] = (220, 20, 20)
+    Image.fromarray(img).save(world / "images" / "eval_0.png")
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[8:16, 8:16] = 255
+    Image.fromarray(mask).save(world / "eval" / "masks" / "eval_0_r0.png")
+    cases = [
+        {"case_id": "c0", "image": "images/eval_0.png", "prompt": "what colour is the square ?", "answer": "red",
+         "target_word": "red", "mask": "eval/masks/eval_0_r0.png"},
+        {"case_id": "c1", "image": "images/eval_0.png", "prompt": "what colour is the square ?", "answer": "red square",
+         "target_word": "square", "box": [8, 8, 16, 16]},
+        {"case_id": "c2", "image": "images/eval_0.png", "prompt": "what colour is the square ?", "answer": "red",
+         "target_word": "blue", "box": [8, 8, 16, 16]},
+    ]  # fmt: skip
+    (world / "eval" / "relevance_cases.jsonl").write_text(
+        "".join(json.dumps(c) + "\n" for c in cases)
+    )
+    return paths, world
+
+
+def test_explain_cli_writes_pngs_npz_json(saved, tmp_path):
+    paths, world = saved
+    out = tmp_path / "out"
+    rc = main(["explain", "--model", str(paths["qformer2_4"]), "--image", str(world / "images" / "eval_0.png"),
+               "--prompt", "what colour is the square ?", "--answer", "red square", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["text"] for w in summary["words"]] == ["red", "square"]
+    assert summary["query_to_patch_method"] == "gae"
+    assert summary["prompt"].startswith("USER: <image>")  # the chat template was applied
+    for name in ("word_00_red.png", "word_01_square.png", "query_to_patch.png", "maps.npz"):
+        assert (out / name).stat().st_size > 0
+    assert Image.open(out / "word_00_red.png").format == "PNG"
+    maps = np.load(out / "maps.npz")
+    assert maps["word_text_to_patch"].shape == (2, 4, 4)
+    assert maps["query_to_patch"].shape == (2, 4, 16)
+    assert summary["shapes"]["text_to_query"] == [2, 4]
+
+
+def test_explain_cli_bad_image(saved, tmp_path):
+    paths, _ = saved
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    with pytest.raises(ValueError, match="cannot read image"):
+        main(
+            [
+                "explain",
+                "--model",
+                str(paths["avgpool2_4"]),
+                "--image",
+                str(bad),
+                "--prompt",
+                "hi",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+
+
+def test_score_cases_and_eval_cli(saved, tmp_path):
+    paths, world = saved
+    cases, root = load_cases(world / "eval" / "relevance_cases.jsonl")
+    assert root == world.resolve()
+    from decovlm.interpret.cli import load_model
+
+    model, processor = load_model(paths["avgpool2_4"], "cpu")
+    result = score_cases(model, processor, cases, root, progress=False)
+    assert [r["case_id"] for r in result["cases"]] == ["c0", "c1"]
+    assert (
+        result["skipped"][0]["case_id"] == "c2"
+        and "not in the answer" in result["skipped"][0]["reason"]
+    )
+    for row in result["cases"]:
+        assert row["pointing"] in (0.0, 1.0) and 0.0 <= row["energy"] <= 1.0
+        assert row["mask_area"] == pytest.approx(
+            1 / 16
+        )  # the 8x8 px square is exactly patch (1, 1)
+        assert 1 <= row["k50"] <= row["k90"] <= 16
+
+    out = tmp_path / "eval"
+    rc = main(["explain-eval", "--model", str(paths["avgpool2_4"]), "--model", str(paths["qformer2_4"]),
+               "--cases", str(world / "eval" / "relevance_cases.jsonl"), "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    table = (out / "relevance_scores.md").read_text()
+    assert (
+        "| avgpool2_4 | avgpool2_4 | fixed | 2 |" in table
+        and "| qformer2_4 | qformer2_4 | gae | 2 |" in table
+    )
+    data = json.loads((out / "relevance_scores.json").read_text())
+    assert [m["projector"] for m in data["models"]] == ["avgpool2_4", "qformer2_4"]
+
+
+def test_load_cases_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cases file not found"):
+        load_cases(tmp_path / "none.jsonl")
+    bad = tmp_path / "cases.jsonl"
+    bad.write_text(json.dumps({"case_id": "x", "image": "a.png"}) + "\n")
+    with pytest.raises(ValueError, match=r"case 1 \(x\) lacks"):
+        load_cases(bad)
