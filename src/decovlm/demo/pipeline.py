@@ -1,0 +1,207 @@
+"""The demo's steps: world -> backbones -> (align, finetune) per projector and seed -> scores -> report.
+
+Every artefact is cached under the output folder with a stamp of the settings that made it, so a
+rerun reuses finished work, an added projector trains only itself, and a run killed mid-training
+resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from decovlm.demo.config import DemoConfig, settings_hash
+from decovlm.demo.convergence import CurveCallback
+from decovlm.utils.io import atomic_write_json
+
+RESULT = "result.json"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available")
+    return device
+
+
+def _cached(path: Path, stamp: str) -> dict | None:
+    """The stored result when it was made with the same settings, else None (and a stale folder goes)."""
+    result_file = path / RESULT
+    if result_file.exists():
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+        if result.get("stamp") == stamp:
+            return result
+        shutil.rmtree(path)  # made with other settings: redo from scratch
+    return None
+
+
+def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, Any]:
+    from decovlm.world import generate_world, prepare_backbones
+    from decovlm.world.writer import WorldFiles
+
+    b = cfg.budget
+    world_dir = out / "world"
+    stamp = settings_hash({"train": b.train_scenes, "eval": b.eval_scenes, "seed": cfg.world_seed, "v": 1})
+    stamp_file = world_dir / "demo_stamp.json"
+    if stamp_file.exists() and json.loads(stamp_file.read_text())["stamp"] == stamp:
+        log(f"world: reusing {world_dir}")
+        files = WorldFiles(
+            root=world_dir, align=world_dir / "align.json", finetune=world_dir / "finetune.json",
+            questions=world_dir / "eval" / "questions.jsonl",
+            relevance_cases=world_dir / "eval" / "relevance_cases.jsonl", world_json=world_dir / "world.json",
+        )  # fmt: skip
+    else:
+        log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
+        files = generate_world(world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed)
+        atomic_write_json(stamp_file, {"stamp": stamp})
+    log(f"backbones: tokenizer, vision encoder and LM ({b.backbones} budget)")
+    backbones = prepare_backbones(world_dir, budget=b.backbones, seed=cfg.world_seed, device=device)
+    return files, backbones
+
+
+def _train_config(cfg, spec, seed, stage, data_path, out_dir, device, backbones, projector_path=None):
+    from decovlm.train.config import DataSection, ModelSection, TrainConfig, TrainingSection
+
+    b = cfg.budget
+    align = stage == "align"
+    return TrainConfig(
+        model=ModelSection(vision=str(backbones.vision), llm=str(backbones.llm), projector=spec),
+        data=DataSection(path=str(data_path), template="plain" if align else "tokenizer", max_length=512,
+                         sampler="random"),
+        training=TrainingSection(
+            stage=stage, output_dir=str(out_dir), projector_path=str(projector_path) if projector_path else None,
+            max_steps=b.align_steps if align else b.finetune_steps,
+            learning_rate=b.align_lr if align else b.finetune_lr,
+            global_batch_size=b.batch_size, per_device_batch_size=b.batch_size, weight_decay=0.0,
+            warmup_ratio=0.03, precision="fp32" if device == "cpu" else "bf16", gradient_checkpointing=False,
+            logging_steps=5, save_steps=max(50, b.finetune_steps // 4), save_total_limit=1, seed=seed,
+            report_to=[], use_cpu=device == "cpu", disable_tqdm=False,
+        ),
+    )  # fmt: skip
+
+
+def train_and_evaluate(cfg: DemoConfig, spec: str, seed: int, files, backbones, device: str, log) -> dict:
+    """Two-stage training of one projector with one seed, then the held-out scores. Cached."""
+    from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
+    from decovlm.train import train
+
+    b = cfg.budget
+    run_dir = Path(cfg.out_dir) / "runs" / spec / f"seed{seed}"
+    stamp = settings_hash({"budget": asdict(b), "spec": spec, "seed": seed, "world": cfg.world_seed,
+                           "backbones": str(backbones.llm), "device": device, "v": 1})  # fmt: skip
+    cached = _cached(run_dir, stamp)
+    if cached is not None:
+        log(f"{spec} seed {seed}: reusing {run_dir}")
+        return cached
+    log(f"{spec} seed {seed}: align stage ({b.align_steps} steps, projector only)")
+    start = time.perf_counter()
+    aligned = train(_train_config(cfg, spec, seed, "align", files.align, run_dir / "align", device, backbones),
+                    resume=True)  # fmt: skip
+    align_time = time.perf_counter() - start
+    log(f"{spec} seed {seed}: finetune stage ({b.finetune_steps} steps, projector + LLM)")
+    curve = CurveCallback(run_dir / "curve", files.root, b, device)
+    start = time.perf_counter()
+    tuned = train(
+        _train_config(cfg, spec, seed, "finetune", files.finetune, run_dir / "finetune", device, backbones,
+                      projector_path=aligned.projector_path),
+        callbacks=[curve], resume=True,
+    )  # fmt: skip
+    finetune_time = time.perf_counter() - start - curve.seconds
+    model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
+    processor = DecoVLMProcessor.from_pretrained(tuned.model_path)
+    log(f"{spec} seed {seed}: scoring the held-out questions")
+    generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=b.max_new_tokens)
+    scores = evaluate_synthetic(generate, files.root, run_dir / "eval", limit=b.eval_questions)
+    steps = b.align_steps + b.finetune_steps
+    result = {
+        "stamp": stamp,
+        "spec": spec,
+        "seed": seed,
+        "model_path": str(tuned.model_path),
+        "visual_tokens": model.num_image_tokens,
+        "patches": model.patch_grid[0] * model.patch_grid[1],
+        "projector_params": model.projector.trainable,
+        "scores": scores,
+        "curve": curve.points,
+        "train_seconds": align_time + finetune_time,
+        "align_seconds": align_time,
+        "finetune_seconds": finetune_time,
+        "samples_per_second": steps * b.batch_size / max(align_time + finetune_time, 1e-9),
+        "final_loss": _last_loss(tuned.metrics),
+        "skipped": tuned.skipped.get("total", 0),
+    }
+    atomic_write_json(run_dir / RESULT, result)
+    return result
+
+
+def _last_loss(metrics: list[dict]) -> float | None:
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    return losses[-1] if losses else None
+
+
+def relevance_scores(cfg: DemoConfig, results: list[dict], files, device: str, log) -> dict[str, dict]:
+    """Pointing game and energy of each projector's Text-to-Patch maps on the world's masks (seed 0)."""
+    from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.interpret import load_cases, score_cases
+
+    cases, root = load_cases(files.relevance_cases, root=files.root)
+    cases = cases[: cfg.budget.relevance_cases]
+    out: dict[str, dict] = {}
+    for result in results:
+        if result["seed"] != 0:
+            continue
+        cache = Path(result["model_path"]).parent.parent / "relevance.json"
+        stamp = settings_hash({"run": result["stamp"], "cases": len(cases), "v": 1})
+        if cache.exists() and json.loads(cache.read_text())["stamp"] == stamp:
+            out[result["spec"]] = json.loads(cache.read_text())["scores"]
+            continue
+        log(f"{result['spec']}: relevance maps for {len(cases)} cases")
+        model = DecoVLMForConditionalGeneration.from_pretrained(result["model_path"]).to(device)
+        processor = DecoVLMProcessor.from_pretrained(result["model_path"])
+        scores = score_cases(model, processor, cases, root, chat=True, progress=True)
+        atomic_write_json(cache, {"stamp": stamp, "scores": scores})
+        out[result["spec"]] = scores
+    return out
+
+
+def _timed_log(start: float):
+    def log(message: str) -> None:
+        print(f"[decovlm demo {time.perf_counter() - start:6.1f}s] {message}", flush=True)
+
+    return log
+
+
+def run_demo(cfg: DemoConfig, log=None) -> dict:
+    """Run (or resume) the whole comparison and write REPORT.md / report.json; returns the report."""
+    from decovlm.demo.figure import draw_paper_figure
+    from decovlm.demo.report import build_report, write_report
+
+    log = log or _timed_log(time.perf_counter())
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    files, backbones = prepare_world(cfg, out, device, log)
+    results = [
+        train_and_evaluate(cfg, spec, seed, files, backbones, device, log)
+        for spec in cfg.projectors
+        for seed in range(cfg.seeds)
+    ]
+    relevance = relevance_scores(cfg, results, files, device, log)
+    log("figures: relevance maps of a fixed example")
+    figure = draw_paper_figure(results, files, out / "figures", device)
+    report = build_report(cfg, results, relevance, files, backbones, figure, time.perf_counter() - started)
+    write_report(report, out)
+    return report
