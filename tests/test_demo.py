@@ -1,0 +1,88 @@
+"""`decovlm demo`: the report has every section, reruns reuse finished work, claims follow the numbers."""
+
+import json
+
+import pytest
+
+from decovlm.cli import main as cli_main
+from decovlm.demo.config import DemoConfig
+from decovlm.demo.report import GROUPS, claims, curve_auc
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert cli_main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def test_quick_demo_writes_every_section(quick_demo):
+    report_md = (quick_demo / "REPORT.md").read_text()
+    for heading in ("Which of the paper's claims held", "## Results", "## Relevance maps", "## The backbones"):
+        assert heading in report_md
+    report = json.loads((quick_demo / "report.json").read_text())
+    specs = [row["spec"] for row in report["rows"]]
+    assert specs == ["mlp2x_gelu", "avgpool2_16", "qformer2_16"]
+    for row in report["rows"]:
+        assert row["visual_tokens"] == (64 if row["spec"] == "mlp2x_gelu" else 16)
+        assert row["projector_params"] > 0 and row["train_seconds"][0] > 0
+    for figure in report["figures"].values():
+        assert (quick_demo / figure).exists() or __import__("pathlib").Path(figure).exists()
+    assert "convergence" in report["figures"] and "text_to_patch" in report["figures"]
+    assert any(k.startswith("query_to_patch_qformer") for k in report["figures"])
+    assert {c["verdict"] for c in report["claims"]} <= {
+        "held", "did not hold", "inconclusive (a tie, or within the seed spread)",
+    }  # fmt: skip
+    assert set(report["relevance"]) == set(specs)
+    # Each run kept its curve (accuracy against step), answers and training metrics.
+    run = quick_demo / "runs" / "avgpool2_16" / "seed0"
+    assert (run / "eval" / "answers.jsonl").exists() and (run / "finetune" / "metrics.jsonl").exists()
+    assert len(report["runs"][0]["curve"]) >= 2
+
+
+def test_rerun_reuses_finished_work(quick_demo, capsys):
+    before = (quick_demo / "runs" / "mlp2x_gelu" / "seed0" / "result.json").stat().st_mtime
+    assert cli_main(["demo", "--quick", "--out", str(quick_demo), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "mlp2x_gelu seed 0: reusing" in printed and "world: reusing" in printed
+    assert (quick_demo / "runs" / "mlp2x_gelu" / "seed0" / "result.json").stat().st_mtime == before
+
+
+def _row(spec, overall, std=0.0, params=1000, energy=0.3, auc=50.0, tokens=16):
+    row = {"spec": spec, "visual_tokens": tokens, "projector_params": params, "overall": (overall, std),
+           "auc": (auc, std), "samples_per_second": (10.0, 0.0), "energy": energy, "pointing": 0.5}  # fmt: skip
+    for name in GROUPS:
+        row[name] = (overall, std)
+    for cat in ("vqa", "count", "localization", "yesno", "multiple_choice"):
+        row[cat] = (overall, std)
+    return row
+
+
+def test_claims_are_computed_from_the_numbers():
+    chance = dict.fromkeys(("vqa", "count", "localization", "yesno", "multiple_choice"), 30.0)
+    rows = [_row("mlp2x_gelu", 80, tokens=64), _row("avgpool2_16", 70, params=100, energy=0.5),
+            _row("qformer2_16", 60, energy=0.2)]  # fmt: skip
+    verdicts = {c["claim"]: c["verdict"] for c in claims(rows, chance, 16)}
+    assert all(v == "held" for k, v in verdicts.items() if "beats the Q-Former" in k)
+    assert verdicts["DeCo has fewer trainable projector parameters than the Q-Former"] == "held"
+    assert any("learns every task above chance" in k and v == "held" for k, v in verdicts.items())
+    assert any("keeps the non-compressive" in k and v == "did not hold" for k, v in verdicts.items())
+    rows[1], rows[2] = _row("avgpool2_16", 60, std=5), _row("qformer2_16", 62, std=5)
+    verdicts = {c["claim"]: c["verdict"] for c in claims(rows, chance, 16)}
+    assert all(v.startswith("inconclusive") for k, v in verdicts.items() if "beats the Q-Former" in k)
+
+
+def test_curve_auc_and_projector_choice():
+    curve = [{"step": 0, "scores": {"overall": {"accuracy": 0.0}}},
+             {"step": 10, "scores": {"overall": {"accuracy": 50.0}}}]  # fmt: skip
+    assert curve_auc(curve) == 25.0
+    assert DemoConfig(extra=["cabstractor", "maxpool"]).projectors == [
+        "mlp2x_gelu", "avgpool2_16", "qformer2_16", "cabstractor_16", "maxpool2_16",
+    ]  # fmt: skip
+
+
+def test_bad_arguments_fail_clearly():
+    with pytest.raises(SystemExit, match="--tokens"):
+        cli_main(["demo", "--tokens", "15"])
+    with pytest.raises(SystemExit, match="unknown projector spec"):
+        cli_main(["demo", "--extra", "nonsense"])
