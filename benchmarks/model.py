@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine, markdown_table, median_time, write_section
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
+from common import machine, markdown_table, median_time, write_section
 from decovlm import DecoVLMForConditionalGeneration
 from decovlm.convert import from_llava
 
@@ -37,13 +37,17 @@ def make_llava() -> LlavaForConditionalGeneration:
 def inputs(num_image_tokens: int, batch: int = 1, text: int = 64):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(3, 900, (batch, text), generator=g)
-    ids = torch.cat([ids[:, :1], torch.full((batch, num_image_tokens), IMAGE_TOKEN), ids[:, 1:]], dim=1)
+    ids = torch.cat(
+        [ids[:, :1], torch.full((batch, num_image_tokens), IMAGE_TOKEN), ids[:, 1:]], dim=1
+    )
     return ids, torch.randn(batch, 3, 336, 336, generator=g)
 
 
 def train_step(model, ids, pixels):
     model.zero_grad(set_to_none=True)
-    model(input_ids=ids, pixel_values=pixels, labels=ids.masked_fill(ids == IMAGE_TOKEN, -100)).loss.backward()
+    model(
+        input_ids=ids, pixel_values=pixels, labels=ids.masked_fill(ids == IMAGE_TOKEN, -100)
+    ).loss.backward()
 
 
 def main() -> None:
@@ -65,8 +69,12 @@ def main() -> None:
     ids1, pixels1 = inputs(576)
     gen = dict(max_new_tokens=32, min_new_tokens=32, do_sample=False)
     with torch.no_grad():
-        t_llava = median_time(lambda: llava.generate(input_ids=ids1, pixel_values=pixels1, **gen), args.repeats)
-        t_ours = median_time(lambda: ours.generate(input_ids=ids1, pixel_values=pixels1, **gen), args.repeats)
+        t_llava = median_time(
+            lambda: llava.generate(input_ids=ids1, pixel_values=pixels1, **gen), args.repeats
+        )
+        t_ours = median_time(
+            lambda: ours.generate(input_ids=ids1, pixel_values=pixels1, **gen), args.repeats
+        )
     rows.append(["greedy generation (1 image, 32 new tokens)", f"{t_llava * 1e3:.0f}", f"{t_ours * 1e3:.0f}",
                  f"{t_ours / t_llava:.3f}"])  # fmt: skip
 
@@ -81,7 +89,9 @@ def main() -> None:
         with torch.no_grad():
             t = median_time(lambda: model(input_ids=ids_m, pixel_values=pixels_m), args.repeats)  # noqa: B023
         base = base or t
-        prefill.append([spec, model.num_image_tokens, ids_m.shape[1], f"{t * 1e3:.1f}", f"{base / t:.2f}x"])
+        prefill.append(
+            [spec, model.num_image_tokens, ids_m.shape[1], f"{t * 1e3:.1f}", f"{base / t:.2f}x"]
+        )
 
     body = "\n".join([
         "## Model: decovlm vs transformers LLaVA, and prefill vs visual tokens (`benchmarks/model.py`)",

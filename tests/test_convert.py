@@ -32,7 +32,9 @@ def tiny_llava(seed=0):
 def _inputs(seed=1):
     g = torch.Generator().manual_seed(seed)
     text = torch.randint(3, 50, (1, 10), generator=g)
-    ids = torch.cat([text[:, :2], torch.full((1, 16), IMAGE_TOKEN), text[:, 2:]], dim=1)  # 4x4 patches
+    ids = torch.cat(
+        [text[:, :2], torch.full((1, 16), IMAGE_TOKEN), text[:, 2:]], dim=1
+    )  # 4x4 patches
     return ids, torch.randn(1, 3, 32, 32, generator=g)
 
 

@@ -18,7 +18,12 @@ def quick_demo(tmp_path_factory):
 
 def test_quick_demo_writes_every_section(quick_demo):
     report_md = (quick_demo / "REPORT.md").read_text()
-    for heading in ("Which of the paper's claims held", "## Results", "## Relevance maps", "## The backbones"):
+    for heading in (
+        "Which of the paper's claims held",
+        "## Results",
+        "## Relevance maps",
+        "## The backbones",
+    ):
         assert heading in report_md
     report = json.loads((quick_demo / "report.json").read_text())
     specs = [row["spec"] for row in report["rows"]]
@@ -36,7 +41,9 @@ def test_quick_demo_writes_every_section(quick_demo):
     assert set(report["relevance"]) == set(specs)
     # Each run kept its curve (accuracy against step), answers and training metrics.
     run = quick_demo / "runs" / "avgpool2_16" / "seed0"
-    assert (run / "eval" / "answers.jsonl").exists() and (run / "finetune" / "metrics.jsonl").exists()
+    assert (run / "eval" / "answers.jsonl").exists() and (
+        run / "finetune" / "metrics.jsonl"
+    ).exists()
     assert len(report["runs"][0]["curve"]) >= 2
 
 
@@ -66,10 +73,14 @@ def test_claims_are_computed_from_the_numbers():
     assert all(v == "held" for k, v in verdicts.items() if "beats the Q-Former" in k)
     assert verdicts["DeCo has fewer trainable projector parameters than the Q-Former"] == "held"
     assert any("learns every task above chance" in k and v == "held" for k, v in verdicts.items())
-    assert any("keeps the non-compressive" in k and v == "did not hold" for k, v in verdicts.items())
+    assert any(
+        "keeps the non-compressive" in k and v == "did not hold" for k, v in verdicts.items()
+    )
     rows[1], rows[2] = _row("avgpool2_16", 60, std=5), _row("qformer2_16", 62, std=5)
     verdicts = {c["claim"]: c["verdict"] for c in claims(rows, chance, 16)}
-    assert all(v.startswith("inconclusive") for k, v in verdicts.items() if "beats the Q-Former" in k)
+    assert all(
+        v.startswith("inconclusive") for k, v in verdicts.items() if "beats the Q-Former" in k
+    )
 
 
 def test_curve_auc_and_projector_choice():

@@ -119,7 +119,7 @@ def test_cli_eval_synthetic_end_to_end(saved_tiny, tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(FileNotFoundError, match="not a folder with a saved decovlm model"):
         main(
             [
                 "eval",

@@ -88,7 +88,7 @@ def test_score_cases_and_eval_cli(saved, tmp_path):
     paths, world = saved
     cases, root = load_cases(world / "eval" / "relevance_cases.jsonl")
     assert root == world.resolve()
-    from decovlm.interpret.cli import load_model
+    from decovlm.modeling.loading import load_model
 
     model, processor = load_model(paths["avgpool2_4"], "cpu")
     result = score_cases(model, processor, cases, root, progress=False)

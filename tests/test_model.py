@@ -60,7 +60,9 @@ def test_placeholder_count_mismatch_names_both_numbers():
     ids = batch["input_ids"].clone()
     ids[0, ids[0] == model.config.image_token_id] = processor.tokenizer.unk_token_id
     ids[0, :3] = model.config.image_token_id  # 3 placeholders for 1 image of 4 tokens
-    with pytest.raises(ValueError, match=r"3 image placeholder tokens .* 1 image\(s\) x 4 tokens = 4"):
+    with pytest.raises(
+        ValueError, match=r"3 image placeholder tokens .* 1 image\(s\) x 4 tokens = 4"
+    ):
         model(input_ids=ids, pixel_values=batch["pixel_values"])
     with pytest.raises(ValueError, match="no pixel_values"):
         model(input_ids=batch["input_ids"])
@@ -139,7 +141,9 @@ def test_save_load_round_trip_and_auto_classes(tmp_path):
     proc = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(proc, DecoVLMProcessor)
     assert proc.num_image_tokens == 4 and proc.image_token_id == model.config.image_token_id
-    assert proc(text=[PROMPT], images=_images(1))["input_ids"].tolist() == batch["input_ids"].tolist()
+    assert (
+        proc(text=[PROMPT], images=_images(1))["input_ids"].tolist() == batch["input_ids"].tolist()
+    )
     assert decovlm.DecoVLMConfig.from_pretrained(tmp_path).projector == "avgpool2_4"
 
 

@@ -42,14 +42,20 @@ def test_resize_modes(mode):
 def test_pad_to_square_centres_the_image():
     padded = pad_to_square(Image.new("RGB", (20, 10), (255, 255, 255)), (0.0, 0.5, 1.0))
     assert padded.size == (20, 20)
-    assert padded.getpixel((10, 2)) == (0, 128, 255) and padded.getpixel((10, 10)) == (255, 255, 255)
+    assert padded.getpixel((10, 2)) == (0, 128, 255) and padded.getpixel((10, 10)) == (
+        255,
+        255,
+        255,
+    )
 
 
 def test_image_token_expansion_and_chat_template():
     model, processor = tiny_model("avgpool2_4")
     assert processor.expand_image_tokens("a <image> b") == "a " + "<image>" * 4 + " b"
     prompt = processor.apply_chat_template(
-        [{"role": "user", "content": "<image> what colour ?"}], add_generation_prompt=True, tokenize=False
+        [{"role": "user", "content": "<image> what colour ?"}],
+        add_generation_prompt=True,
+        tokenize=False,
     )
     assert prompt.startswith("USER: <image> what colour ?") and prompt.endswith("ASSISTANT:")
     ids = processor(text=[prompt], images=[_split_image()])["input_ids"][0]

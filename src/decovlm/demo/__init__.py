@@ -1,7 +1,7 @@
 """`decovlm demo`: the paper's projector comparison, end to end, on the built-in synthetic world.
 
-    from decovlm.demo import DemoConfig, run_demo
-    report = run_demo(DemoConfig(out_dir="demo_out", quick=True))
+from decovlm.demo import DemoConfig, run_demo
+report = run_demo(DemoConfig(out_dir="demo_out", quick=True))
 """
 
 from decovlm.demo.config import DemoConfig

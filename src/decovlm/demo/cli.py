@@ -8,15 +8,25 @@ from decovlm.demo.config import DemoConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo_out", help="output folder (reused as a cache on reruns)")
-    parser.add_argument("--quick", action="store_true", help="a 2-minute run with a smaller world and budget")
-    parser.add_argument("--tokens", type=int, default=16, help="visual tokens M of DeCo and the Q-Former (square)")
+    parser.add_argument(
+        "--out", default="demo_out", help="output folder (reused as a cache on reruns)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a 2-minute run with a smaller world and budget"
+    )
+    parser.add_argument(
+        "--tokens", type=int, default=16, help="visual tokens M of DeCo and the Q-Former (square)"
+    )
     parser.add_argument(
         "--extra", nargs="*", default=[],
         help="more projectors: cabstractor, maxpool, bilinear, dabstractor, resampler, linear, or any spec",
     )  # fmt: skip
-    parser.add_argument("--seeds", type=int, default=1, help="train every projector with K seeds (mean ± std)")
-    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train every projector with K seeds (mean ± std)"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ..."
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 

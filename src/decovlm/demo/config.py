@@ -81,4 +81,6 @@ class DemoConfig:
 
 def settings_hash(settings: dict) -> str:
     """A short stable hash of the settings that decide an artefact (for the rerun cache)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]

@@ -31,9 +31,14 @@ class CurveCallback(TrainerCallback):
             return
         start = time.perf_counter()
         was_training = model.training
-        generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=self.budget.max_new_tokens)
+        generate = decovlm_generate_fn(
+            model, processor, batch_size=8, max_new_tokens=self.budget.max_new_tokens
+        )
         scores = evaluate_synthetic(
-            generate, self.world_root, self.out_dir / f"step{step:05d}", limit=self.budget.curve_questions
+            generate,
+            self.world_root,
+            self.out_dir / f"step{step:05d}",
+            limit=self.budget.curve_questions,
         )
         model.train(was_training)
         point = {"step": step, "scores": scores}

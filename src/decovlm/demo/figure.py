@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def draw_paper_figure(results: list[dict], files, out_dir: Path, device: str, case_index: int = 0) -> dict:
+def draw_paper_figure(
+    results: list[dict], files, out_dir: Path, device: str, case_index: int = 0
+) -> dict:
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
     from decovlm.interpret import explain, format_prompt, load_cases
     from decovlm.interpret.draw import model_view, overlay
@@ -26,13 +28,17 @@ def draw_paper_figure(results: list[dict], files, out_dir: Path, device: str, ca
             continue
         model = DecoVLMForConditionalGeneration.from_pretrained(result["model_path"]).to(device)
         processor = DecoVLMProcessor.from_pretrained(result["model_path"])
-        expl = explain(model, processor, image, format_prompt(processor, case["prompt"]), answer=case["answer"])
+        expl = explain(
+            model, processor, image, format_prompt(processor, case["prompt"]), answer=case["answer"]
+        )
         explained.append((result["spec"], expl, model_view(processor, image)))
     if not explained:
         return {}
     words = explained[0][1].words
     cols = 1 + len(words)
-    fig, axes = plt.subplots(len(explained), cols, figsize=(1.9 * cols, 2.0 * len(explained)), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(
+        len(explained), cols, figsize=(1.9 * cols, 2.0 * len(explained)), dpi=110, squeeze=False
+    )
     for row, (spec, expl, view) in enumerate(explained):
         axes[row, 0].imshow(view)
         axes[row, 0].set_title(f"{spec}\n({expl.text_to_query.shape[-1]} tokens)", fontsize=8)
@@ -49,7 +55,9 @@ def draw_paper_figure(results: list[dict], files, out_dir: Path, device: str, ca
     for spec, expl, view in explained:
         if expl.method != "gae":  # the Q-Former: show what its queries look at
             continue
-        index = expl.word_index(case["target_word"]) if case["target_word"] in expl.word_texts else 0
+        index = (
+            expl.word_index(case["target_word"]) if case["target_word"] in expl.word_texts else 0
+        )
         t2q = expl.word_text_to_query[index]
         q2p = expl.word_query_map(index)
         top = t2q.argsort(descending=True)[:8].tolist()
@@ -57,7 +65,10 @@ def draw_paper_figure(results: list[dict], files, out_dir: Path, device: str, ca
         grid = expl.patch_grid
         for ax, q in zip(axes[0], top):
             overlay(ax, view, q2p[q].reshape(grid), title=f"query {q} ({t2q[q]:.2f})")
-        fig.suptitle(f"{spec}: Query-to-Patch of the queries '{expl.words[index].text}' relies on most", fontsize=9)
+        fig.suptitle(
+            f"{spec}: Query-to-Patch of the queries '{expl.words[index].text}' relies on most",
+            fontsize=9,
+        )
         fig.tight_layout()
         paths[f"query_to_patch_{spec}"] = str(out_dir / f"query_to_patch_{spec}.png")
         fig.savefig(paths[f"query_to_patch_{spec}"])

@@ -16,19 +16,10 @@ from typing import Any
 
 from decovlm.demo.config import DemoConfig, settings_hash
 from decovlm.demo.convergence import CurveCallback
+from decovlm.utils.device import resolve_device
 from decovlm.utils.io import atomic_write_json
 
 RESULT = "result.json"
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available")
-    return device
 
 
 def _cached(path: Path, stamp: str) -> dict | None:
@@ -48,7 +39,9 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
 
     b = cfg.budget
     world_dir = out / "world"
-    stamp = settings_hash({"train": b.train_scenes, "eval": b.eval_scenes, "seed": cfg.world_seed, "v": 1})
+    stamp = settings_hash(
+        {"train": b.train_scenes, "eval": b.eval_scenes, "seed": cfg.world_seed, "v": 1}
+    )
     stamp_file = world_dir / "demo_stamp.json"
     if stamp_file.exists() and json.loads(stamp_file.read_text())["stamp"] == stamp:
         log(f"world: reusing {world_dir}")
@@ -59,14 +52,18 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
         )  # fmt: skip
     else:
         log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
-        files = generate_world(world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed)
+        files = generate_world(
+            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed
+        )
         atomic_write_json(stamp_file, {"stamp": stamp})
     log(f"backbones: tokenizer, vision encoder and LM ({b.backbones} budget)")
     backbones = prepare_backbones(world_dir, budget=b.backbones, seed=cfg.world_seed, device=device)
     return files, backbones
 
 
-def _train_config(cfg, spec, seed, stage, data_path, out_dir, device, backbones, projector_path=None):
+def _train_config(
+    cfg, spec, seed, stage, data_path, out_dir, device, backbones, projector_path=None
+):
     from decovlm.train.config import DataSection, ModelSection, TrainConfig, TrainingSection
 
     b = cfg.budget
@@ -87,7 +84,9 @@ def _train_config(cfg, spec, seed, stage, data_path, out_dir, device, backbones,
     )  # fmt: skip
 
 
-def train_and_evaluate(cfg: DemoConfig, spec: str, seed: int, files, backbones, device: str, log) -> dict:
+def train_and_evaluate(
+    cfg: DemoConfig, spec: str, seed: int, files, backbones, device: str, log
+) -> dict:
     """Two-stage training of one projector with one seed, then the held-out scores. Cached."""
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
     from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
@@ -147,7 +146,9 @@ def _last_loss(metrics: list[dict]) -> float | None:
     return losses[-1] if losses else None
 
 
-def relevance_scores(cfg: DemoConfig, results: list[dict], files, device: str, log) -> dict[str, dict]:
+def relevance_scores(
+    cfg: DemoConfig, results: list[dict], files, device: str, log
+) -> dict[str, dict]:
     """Pointing game and energy of each projector's Text-to-Patch maps on the world's masks (seed 0)."""
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
     from decovlm.interpret import load_cases, score_cases
@@ -202,6 +203,8 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     relevance = relevance_scores(cfg, results, files, device, log)
     log("figures: relevance maps of a fixed example")
     figure = draw_paper_figure(results, files, out / "figures", device)
-    report = build_report(cfg, results, relevance, files, backbones, figure, time.perf_counter() - started)
+    report = build_report(
+        cfg, results, relevance, files, backbones, figure, time.perf_counter() - started
+    )
     write_report(report, out)
     return report

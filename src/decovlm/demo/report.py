@@ -102,12 +102,20 @@ def _compare(a: dict, b: dict, key: str) -> tuple[bool | None, float]:
 
 
 def _verdict(held: bool | None) -> str:
-    return {True: "held", False: "did not hold", None: "inconclusive (a tie, or within the seed spread)"}[held]
+    return {
+        True: "held",
+        False: "did not hold",
+        None: "inconclusive (a tie, or within the seed spread)",
+    }[held]
 
 
 def claims(rows: list[dict], chance: dict[str, float], tokens: int) -> list[dict]:
     by = {r["spec"]: r for r in rows}
-    deco, qformer, full = by.get(f"avgpool2_{tokens}"), by.get(f"qformer2_{tokens}"), by.get("mlp2x_gelu")
+    deco, qformer, full = (
+        by.get(f"avgpool2_{tokens}"),
+        by.get(f"qformer2_{tokens}"),
+        by.get("mlp2x_gelu"),
+    )
     out = []
     if full:
         above = {c: full[c][0] > chance.get(c, 0) for c in CATEGORIES if full[c][0] == full[c][0]}

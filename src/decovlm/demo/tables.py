@@ -16,7 +16,15 @@ def _pm(value: tuple[float, float], digits: int = 1) -> str:
 
 
 def main_table(report: dict) -> tuple[list[str], list[list[str]]]:
-    headers = ["projector", "visual tokens", "projector params", *GROUPS, "overall", "train time (s)", "samples/s"]
+    headers = [
+        "projector",
+        "visual tokens",
+        "projector params",
+        *GROUPS,
+        "overall",
+        "train time (s)",
+        "samples/s",
+    ]
     rows = []
     for r in report["rows"]:
         rows.append([
@@ -29,13 +37,30 @@ def main_table(report: dict) -> tuple[list[str], list[list[str]]]:
 
 def category_table(report: dict) -> tuple[list[str], list[list[str]]]:
     headers = ["projector", *CATEGORIES, "yes/no F1", "convergence (mean acc. on curve)"]
-    rows = [[r["spec"], *(_pm(r[c]) for c in CATEGORIES), _pm(r["yesno_f1"]), _pm(r["auc"])] for r in report["rows"]]
-    rows.append(["chance (majority answer)", *(f"{report['chance'].get(c, 0):.1f}" for c in CATEGORIES), "-", "-"])
+    rows = [
+        [r["spec"], *(_pm(r[c]) for c in CATEGORIES), _pm(r["yesno_f1"]), _pm(r["auc"])]
+        for r in report["rows"]
+    ]
+    rows.append(
+        [
+            "chance (majority answer)",
+            *(f"{report['chance'].get(c, 0):.1f}" for c in CATEGORIES),
+            "-",
+            "-",
+        ]
+    )
     return headers, rows
 
 
 def relevance_table(report: dict) -> tuple[list[str], list[list[str]]]:
-    headers = ["projector", "Query-to-Patch", "cases", "pointing game", "energy in object", "object area (chance energy)"]
+    headers = [
+        "projector",
+        "Query-to-Patch",
+        "cases",
+        "pointing game",
+        "energy in object",
+        "object area (chance energy)",
+    ]
     rows = []
     for spec, rel in report["relevance"].items():
         s = rel.get("summary", {})

@@ -73,24 +73,6 @@ def benchmark_options(args: argparse.Namespace) -> dict:
     return {}
 
 
-def load_model(path: Path, device: str = "auto", dtype: str = "auto"):
-    """(model, processor) from a saved decovlm folder, on `device`, in eval mode."""
-    import torch
-
-    from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
-
-    if not path.is_dir():
-        raise FileNotFoundError(f"--model {path} is not a folder with a saved decovlm model")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    kwargs = {}
-    if dtype != "auto":
-        kwargs["dtype"] = getattr(torch, dtype)
-    model = DecoVLMForConditionalGeneration.from_pretrained(path, **kwargs).to(device).eval()
-    processor = DecoVLMProcessor.from_pretrained(path)
-    return model, processor
-
-
 def run(args: argparse.Namespace) -> int:
     from decovlm.eval.benchmarks import get_benchmark
     from decovlm.eval.generate import decovlm_generate_fn
@@ -101,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("eval_results") / Path(args.model).name / (
         bench.name + (f"-{split}" if split else "")
     )
+    from decovlm.modeling.loading import load_model
+
     model, processor = load_model(Path(args.model), args.device, args.dtype)
     generate_fn = decovlm_generate_fn(
         model,

@@ -92,7 +92,7 @@ class DecoVLMLMM(lmms):
                 raise ValueError(
                     "decovlm needs model_args pretrained=<folder of a saved decovlm model>"
                 )
-            from decovlm.eval.cli import load_model
+            from decovlm.modeling.loading import load_model
 
             model, processor = load_model(Path(pretrained), device, dtype)
         if processor is None:
@@ -163,7 +163,12 @@ class DecoVLMLMM(lmms):
         return [r if r is not None else "" for r in results]
 
     def generate_until_multi_round(self, requests) -> list[str]:
-        raise NotImplementedError("decovlm does not implement multi-round generation")
+        # Multi-round tasks feed each answer back into the next prompt; none of DeCo's benchmarks
+        # needs that, so the adapter refuses them clearly instead of answering them wrongly.
+        raise ValueError(
+            "the decovlm lmms-eval adapter runs single-round tasks only (generate_until and "
+            "loglikelihood); multi-round tasks are not supported"
+        )
 
     # -- likelihood -------------------------------------------------------------------------------
     @torch.inference_mode()

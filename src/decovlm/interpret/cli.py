@@ -49,22 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_model(path: str | os.PathLike, device: str | None = None, dtype: str | None = None):
-    """(model, processor) from a saved folder, in eval mode on `device`."""
-    import torch
-
-    from decovlm.modeling import DecoVLMForConditionalGeneration, DecoVLMProcessor
-
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model folder not found: {path}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
-    model = DecoVLMForConditionalGeneration.from_pretrained(path, **kwargs)
-    processor = DecoVLMProcessor.from_pretrained(path)
-    return model.to(device).eval(), processor
-
-
 def save_explanation(explanation, image, processor, out_dir: str | os.PathLike) -> list[Path]:
     """Write the PNGs, maps.npz and summary.json of one explanation; returns the written files."""
     from decovlm.interpret.draw import draw_all, model_view
@@ -86,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from decovlm.interpret.explain import explain, read_image
 
     image = read_image(args.image)  # fail on a bad image before loading the model
+    from decovlm.modeling.loading import load_model
+
     model, processor = load_model(args.model, args.device, args.dtype)
     explanation = explain(
         model,

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from decovlm.interpret.cases import load_cases, markdown_table, score_cases
-    from decovlm.interpret.cli import load_model
+    from decovlm.modeling.loading import load_model
     from decovlm.utils.io import atomic_write_json, atomic_write_text
 
     cases, root = load_cases(args.cases, args.root)

@@ -70,9 +70,13 @@ class DecoVLMConfig(PreTrainedConfig):
         if self.projector_kwargs is None:
             self.projector_kwargs = {}
         if self.image_resize_mode not in RESIZE_MODES:
-            raise ValueError(f"image_resize_mode must be one of {RESIZE_MODES}, got {self.image_resize_mode!r}")
+            raise ValueError(
+                f"image_resize_mode must be one of {RESIZE_MODES}, got {self.image_resize_mode!r}"
+            )
         if self.vision_feature_select not in ("patch", "full"):
-            raise ValueError(f"vision_feature_select must be 'patch' or 'full', got {self.vision_feature_select!r}")
+            raise ValueError(
+                f"vision_feature_select must be 'patch' or 'full', got {self.vision_feature_select!r}"
+            )
         if getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
 

@@ -54,9 +54,15 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
     ) -> None:
         super().__init__(config)
         # Pre-built sub-models are passed by `from_components` (pretrained weights, no second copy).
-        self.vision_tower = vision_tower if vision_tower is not None else AutoModel.from_config(config.vision_config)
+        self.vision_tower = (
+            vision_tower
+            if vision_tower is not None
+            else AutoModel.from_config(config.vision_config)
+        )
         self.language_model = (
-            language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
+            language_model
+            if language_model is not None
+            else AutoModelForCausalLM.from_config(config.text_config)
         )
         self.projector: Projector = build_projector(
             config.projector,
@@ -95,8 +101,16 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             load_kwargs["attn_implementation"] = attn_implementation
         if dtype is not None:
             load_kwargs["dtype"] = dtype
-        vision_tower = vision if isinstance(vision, PreTrainedModel) else load_vision_tower(vision, **load_kwargs)
-        language_model = llm if isinstance(llm, PreTrainedModel) else _load(AutoModelForCausalLM, llm, "llm", **load_kwargs)
+        vision_tower = (
+            vision
+            if isinstance(vision, PreTrainedModel)
+            else load_vision_tower(vision, **load_kwargs)
+        )
+        language_model = (
+            llm
+            if isinstance(llm, PreTrainedModel)
+            else _load(AutoModelForCausalLM, llm, "llm", **load_kwargs)
+        )
         if image_token_id is None:
             image_token_id = language_model.get_input_embeddings().num_embeddings
         if image_token_id >= language_model.get_input_embeddings().num_embeddings:
@@ -150,15 +164,21 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
         grid = (pixel_values.shape[-2] // ph, pixel_values.shape[-1] // pw)
         vision_dtype = next(self.vision_tower.parameters()).dtype
         # A frozen tower (every stage of the recipe) needs no graph: saves the activations' memory.
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision_tower.parameters())
+        needs_grad = torch.is_grad_enabled() and any(
+            p.requires_grad for p in self.vision_tower.parameters()
+        )
         with torch.set_grad_enabled(needs_grad):
-            out = self.vision_tower(pixel_values.to(vision_dtype), output_hidden_states=True, return_dict=True)
+            out = self.vision_tower(
+                pixel_values.to(vision_dtype), output_hidden_states=True, return_dict=True
+            )
         features = out.hidden_states[self.config.vision_feature_layer]
         if self.config.vision_feature_select == "patch":
             # Prefix tokens (CLS, distillation) are whatever exceeds the patch grid: SigLIP has none.
             prefix = features.shape[1] - grid[0] * grid[1]
             if prefix < 0:
-                raise ValueError(f"vision tower returned {features.shape[1]} tokens for a {grid[0]}x{grid[1]} patch grid")
+                raise ValueError(
+                    f"vision tower returned {features.shape[1]} tokens for a {grid[0]}x{grid[1]} patch grid"
+                )
             features = features[:, prefix:]
         return features, grid
 
@@ -233,7 +253,9 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
         )
 
 
-def _load(auto_cls: Any, name_or_path: str | os.PathLike, what: str, **kwargs: Any) -> PreTrainedModel:
+def _load(
+    auto_cls: Any, name_or_path: str | os.PathLike, what: str, **kwargs: Any
+) -> PreTrainedModel:
     try:
         return auto_cls.from_pretrained(name_or_path, **kwargs)
     except OSError as err:
@@ -245,7 +267,9 @@ def load_vision_tower(name_or_path: str | os.PathLike, **kwargs: Any) -> PreTrai
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except OSError as err:
-        raise OSError(f"could not load the vision encoder config from {str(name_or_path)!r}: {err}") from err
+        raise OSError(
+            f"could not load the vision encoder config from {str(name_or_path)!r}: {err}"
+        ) from err
     vision_config = getattr(config, "vision_config", None) or config
     model_cls = AutoModel._model_mapping[type(vision_config)]
     return _load(model_cls, name_or_path, "vision encoder", **kwargs)

@@ -41,7 +41,9 @@ class DecoVLMProcessor(ProcessorMixin):
         **kwargs: Any,
     ) -> None:
         if image_resize_mode not in RESIZE_MODES:
-            raise ValueError(f"image_resize_mode must be one of {RESIZE_MODES}, got {image_resize_mode!r}")
+            raise ValueError(
+                f"image_resize_mode must be one of {RESIZE_MODES}, got {image_resize_mode!r}"
+            )
         if int(num_image_tokens) <= 0:
             raise ValueError(f"num_image_tokens must be positive, got {num_image_tokens}")
         self.num_image_tokens = int(num_image_tokens)
@@ -107,7 +109,10 @@ class DecoVLMProcessor(ProcessorMixin):
             out = self.image_processor(images, return_tensors="pt")
         else:
             out = self.image_processor(
-                [self._resize(img) for img in images], do_resize=False, do_center_crop=False, return_tensors="pt"
+                [self._resize(img) for img in images],
+                do_resize=False,
+                do_center_crop=False,
+                return_tensors="pt",
             )
         return out["pixel_values"]
 
@@ -126,7 +131,11 @@ class DecoVLMProcessor(ProcessorMixin):
         if text is None:
             raise ValueError("DecoVLMProcessor needs text; put an '<image>' where each image goes")
         texts = [text] if isinstance(text, str) else list(text)
-        image_list = [] if images is None else ([images] if not isinstance(images, list | tuple) else list(images))
+        image_list = (
+            []
+            if images is None
+            else ([images] if not isinstance(images, list | tuple) else list(images))
+        )
         n_tags = sum(t.count(self.image_token) for t in texts)
         if n_tags != len(image_list):
             raise ValueError(

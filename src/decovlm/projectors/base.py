@@ -34,7 +34,9 @@ class ProjectorConfig:
         for name in ("vision_dim", "llm_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{type(self).__name__}.{name} must be a positive int, got {value!r}")
+                raise ValueError(
+                    f"{type(self).__name__}.{name} must be a positive int, got {value!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -52,6 +54,27 @@ class ProjectorConfig:
                 f"known options: {sorted(known)}"
             )
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class PooledConfig(ProjectorConfig):
+    """Config of a projector that pools the patch grid to M = `num_tokens` (a square, M <= N)."""
+
+    num_tokens: int = 144
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        square_side(self.num_tokens, f"{self.family}: number of output tokens M")
+        if self.input_grid is not None:
+            check_pool_fits(self.family, self.num_tokens, *self.input_grid)
+
+
+def check_pool_fits(family: str, num_tokens: int, h: int, w: int) -> None:
+    # Adaptive pooling would silently *upsample* by repetition when M > N.
+    if num_tokens > h * w:
+        raise ValueError(
+            f"{family}: cannot pool a {h}x{w} grid ({h * w} patches) to {num_tokens} tokens (M must be <= N)"
+        )
 
 
 @dataclass(frozen=True)
@@ -89,7 +112,9 @@ def square_side(m: int, what: str = "number of output tokens") -> int:
     if m <= 0 or side * side != m:
         lo = max(1, math.isqrt(max(m, 1))) ** 2
         hi = (math.isqrt(max(m, 1)) + 1) ** 2
-        raise ValueError(f"{what} must be a perfect square (it is pooled to sqrt x sqrt), got {m}; try {lo} or {hi}")
+        raise ValueError(
+            f"{what} must be a perfect square (it is pooled to sqrt x sqrt), got {m}; try {lo} or {hi}"
+        )
     return side
 
 
@@ -114,7 +139,9 @@ def aspect_grid(h: int, w: int, max_tokens: int) -> tuple[int, int]:
     return oh, ow
 
 
-def build_mlp(in_dim: int, out_dim: int, depth: int, act: type[nn.Module] = nn.GELU) -> nn.Sequential:
+def build_mlp(
+    in_dim: int, out_dim: int, depth: int, act: type[nn.Module] = nn.GELU
+) -> nn.Sequential:
     """LLaVA's `mlp{depth}x_gelu` layout: Linear, then (act, Linear) x (depth - 1).
 
     The Sequential indices (0, 2, ...) match LLaVA's `mm_projector` and DeCo's `mlp_projector`
@@ -156,7 +183,9 @@ class Projector(nn.Module):
     def resolve_grid(self, features: torch.Tensor, grid: Any = None) -> tuple[int, int]:
         """Check `features` against `grid` (or infer a square grid) and return (h, w)."""
         if features.dim() != 3:
-            raise ValueError(f"projector expects features of shape (B, N, D), got {tuple(features.shape)}")
+            raise ValueError(
+                f"projector expects features of shape (B, N, D), got {tuple(features.shape)}"
+            )
         n, d = features.shape[1], features.shape[2]
         if d != self.config.vision_dim:
             raise ValueError(
@@ -179,10 +208,17 @@ class Projector(nn.Module):
         """The (h', w') layout of the output tokens, or None when they have no 2D layout."""
         return None
 
+    def pooled_grid(self, h: int, w: int) -> tuple[int, int]:
+        """The aspect-preserving output grid of a pooling projector (`PooledConfig`)."""
+        check_pool_fits(self.config.family, self.config.num_tokens, h, w)
+        return aspect_grid(h, w, self.config.num_tokens)
+
     def num_output_tokens(self, h: int, w: int) -> int:
         grid = self.output_grid(h, w)
         if grid is None:
-            raise TypeError(f"{type(self).__name__} has no 2D output grid and must override num_output_tokens")
+            raise TypeError(
+                f"{type(self).__name__} has no 2D output grid and must override num_output_tokens"
+            )
         return grid[0] * grid[1]
 
     def patch_mapping(self, h: int, w: int) -> torch.Tensor | None:

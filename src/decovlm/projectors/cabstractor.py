@@ -25,13 +25,11 @@ import torch
 from torch import nn
 
 from decovlm.projectors.base import (
+    PooledConfig,
     Projector,
-    ProjectorConfig,
-    aspect_grid,
     build_mlp,
     features_to_map,
     map_to_features,
-    square_side,
 )
 from decovlm.projectors.layers import LayerNorm2d, avg_pool_to, resize_pos_emb
 from decovlm.projectors.registry import register
@@ -40,8 +38,7 @@ DEFAULT_GRID = (24, 24)
 
 
 @dataclass
-class CAbstractorConfig(ProjectorConfig):
-    num_tokens: int = 144
+class CAbstractorConfig(PooledConfig):
     depth: int = 3  # blocks per stage (Honeybee: 3, i.e. six blocks in all)
     mlp_depth: int = 2
     hidden_size: int = 1024
@@ -51,7 +48,6 @@ class CAbstractorConfig(ProjectorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        square_side(self.num_tokens, "cabstractor: number of output tokens M")
         if self.depth < 0 or self.mlp_depth < 1 or self.hidden_size < 1:
             raise ValueError(
                 f"cabstractor: need depth >= 0, mlp_depth >= 1, hidden_size >= 1; got depth={self.depth}, "
@@ -61,13 +57,6 @@ class CAbstractorConfig(ProjectorConfig):
             raise ValueError(
                 f"cabstractor: hidden_size={self.hidden_size} is not divisible by group_size={self.group_size}"
             )
-        if self.input_grid is not None:
-            h, w = self.input_grid
-            if self.num_tokens > h * w:
-                raise ValueError(
-                    f"cabstractor: cannot pool {h}x{w} = {h * w} patches up to {self.num_tokens} tokens "
-                    f"(M must be <= N)"
-                )
 
     @property
     def pos_grid(self) -> tuple[int, int]:
@@ -148,12 +137,7 @@ class CAbstractorProjector(Projector):
         self.readout = build_mlp(width, c.llm_dim, c.mlp_depth, act=nn.SiLU)
 
     def output_grid(self, h: int, w: int) -> tuple[int, int]:
-        if self.config.num_tokens > h * w:
-            raise ValueError(
-                f"cabstractor: cannot pool a {h}x{w} grid ({h * w} patches) to "
-                f"{self.config.num_tokens} tokens (M must be <= N)"
-            )
-        return aspect_grid(h, w, self.config.num_tokens)
+        return self.pooled_grid(h, w)
 
     def forward(self, features: torch.Tensor, grid=None) -> torch.Tensor:
         h, w = self.resolve_grid(features, grid)

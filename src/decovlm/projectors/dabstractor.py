@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from decovlm.projectors.base import (
+    PooledConfig,
     Projector,
-    ProjectorConfig,
+    check_pool_fits,
     features_to_map,
     map_to_features,
     square_side,
@@ -42,8 +43,7 @@ DEFAULT_GRID = (24, 24)
 
 
 @dataclass
-class DAbstractorConfig(ProjectorConfig):
-    num_tokens: int = 144
+class DAbstractorConfig(PooledConfig):
     num_layers: int = 6
     d_model: int = 1024
     num_heads: int = 8
@@ -54,7 +54,6 @@ class DAbstractorConfig(ProjectorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        square_side(self.num_tokens, "dabstractor: number of output tokens M")
         for name in ("num_layers", "d_model", "num_heads", "num_points", "ffn_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -63,13 +62,6 @@ class DAbstractorConfig(ProjectorConfig):
             raise ValueError(
                 f"dabstractor: d_model={self.d_model} is not divisible by num_heads={self.num_heads}"
             )
-        if self.input_grid is not None:
-            h, w = self.input_grid
-            if self.num_tokens > h * w:
-                raise ValueError(
-                    f"dabstractor: cannot pool {h}x{w} = {h * w} patches up to {self.num_tokens} "
-                    f"query positions (M must be <= N)"
-                )
 
     @property
     def pos_grid(self) -> tuple[int, int]:
@@ -197,11 +189,7 @@ class DAbstractorProjector(Projector):
         return torch.stack([xx, yy], dim=-1).reshape(m * m, 2)  # row-major, (x, y)
 
     def output_grid(self, h: int, w: int) -> tuple[int, int]:
-        if self.config.num_tokens > h * w:
-            raise ValueError(
-                f"dabstractor: cannot pool a {h}x{w} grid ({h * w} patches) to "
-                f"{self.config.num_tokens} query positions (M must be <= N)"
-            )
+        check_pool_fits("dabstractor", self.config.num_tokens, h, w)
         return self.side, self.side
 
     def forward(self, features: torch.Tensor, grid=None) -> torch.Tensor:

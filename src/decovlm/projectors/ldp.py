@@ -18,32 +18,19 @@ import torch
 from torch import nn
 
 from decovlm.projectors.base import (
+    PooledConfig,
     Projector,
-    ProjectorConfig,
-    aspect_grid,
     build_mlp,
     features_to_map,
     map_to_features,
-    square_side,
 )
 from decovlm.projectors.layers import avg_pool_to
 from decovlm.projectors.registry import register
 
 
 @dataclass
-class LDPv2Config(ProjectorConfig):
-    num_tokens: int = 144
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        square_side(self.num_tokens, "ldpv2: number of output tokens M")
-        if self.input_grid is not None:
-            h, w = self.input_grid
-            if self.num_tokens > h * w:
-                raise ValueError(
-                    f"ldpv2: cannot pool {h}x{w} = {h * w} patches up to {self.num_tokens} tokens "
-                    f"(M must be <= N)"
-                )
+class LDPv2Config(PooledConfig):
+    """Config of MobileVLM-v2's LDPv2 (M = 144 as published; `ldpv2_{M}` picks another square M)."""
 
 
 class LDPv2Projector(Projector):
@@ -58,12 +45,7 @@ class LDPv2Projector(Projector):
         self.peg = nn.Conv2d(dl, dl, kernel_size=3, padding=1, groups=dl)
 
     def output_grid(self, h: int, w: int) -> tuple[int, int]:
-        if self.config.num_tokens > h * w:
-            raise ValueError(
-                f"ldpv2: cannot pool a {h}x{w} grid ({h * w} patches) to "
-                f"{self.config.num_tokens} tokens (M must be <= N)"
-            )
-        return aspect_grid(h, w, self.config.num_tokens)
+        return self.pooled_grid(h, w)
 
     def forward(self, features: torch.Tensor, grid=None) -> torch.Tensor:
         h, w = self.resolve_grid(features, grid)

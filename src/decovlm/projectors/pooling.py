@@ -15,32 +15,18 @@ import torch
 import torch.nn.functional as F
 
 from decovlm.projectors.base import (
+    PooledConfig,
     Projector,
-    ProjectorConfig,
-    aspect_grid,
     build_mlp,
     features_to_map,
     map_to_features,
-    square_side,
 )
 from decovlm.projectors.registry import register
 
 
 @dataclass
-class PoolConfig(ProjectorConfig):
-    num_tokens: int = 144
+class PoolConfig(PooledConfig):
     depth: int = 2
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        square_side(self.num_tokens, f"{self.family}: number of output tokens M")
-        if self.input_grid is not None:
-            h, w = self.input_grid
-            if self.num_tokens > h * w:
-                raise ValueError(
-                    f"{self.family}: cannot pool {h}x{w} = {h * w} patches up to {self.num_tokens} tokens "
-                    f"(M must be <= N)"
-                )
 
 
 def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
@@ -59,12 +45,7 @@ class PoolProjector(Projector):
         self.mlp_projector = build_mlp(config.vision_dim, config.llm_dim, config.depth)
 
     def output_grid(self, h: int, w: int) -> tuple[int, int]:
-        if self.config.num_tokens > h * w:
-            raise ValueError(
-                f"{self.config.family}: cannot pool a {h}x{w} grid ({h * w} patches) to "
-                f"{self.config.num_tokens} tokens (M must be <= N)"
-            )
-        return aspect_grid(h, w, self.config.num_tokens)
+        return self.pooled_grid(h, w)
 
     def pool(self, feature_map: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
         h, w = feature_map.shape[-2:]
@@ -120,7 +101,9 @@ class BilinearProjector(PoolProjector):
     def patch_mapping(self, h: int, w: int) -> torch.Tensor:
         # Interpolation is linear and data-independent: push the identity basis through it.
         basis = torch.eye(h * w).reshape(h * w, 1, h, w)
-        out = F.interpolate(basis, size=self.output_grid(h, w), mode="bilinear", align_corners=False)
+        out = F.interpolate(
+            basis, size=self.output_grid(h, w), mode="bilinear", align_corners=False
+        )
         return out.reshape(h * w, -1).T.contiguous()
 
 

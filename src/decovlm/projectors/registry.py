@@ -55,7 +55,9 @@ def register(
     """Called by each family module at import time."""
     config_class.family = name
     module_class.config_class = config_class
-    _FAMILIES[name] = Family(name, re.compile(pattern), parse, config_class, module_class, examples, syntax)
+    _FAMILIES[name] = Family(
+        name, re.compile(pattern), parse, config_class, module_class, examples, syntax
+    )
 
 
 def _load_families() -> None:
@@ -130,5 +132,7 @@ def config_from_dict(data: dict[str, Any]) -> ProjectorConfig:
     family = data.pop("family", None)
     fam = families().get(family)
     if fam is None:
-        raise ValueError(f"saved projector config names unknown family {family!r}; known: {sorted(families())}")
+        raise ValueError(
+            f"saved projector config names unknown family {family!r}; known: {sorted(families())}"
+        )
     return fam.config_class.from_dict(data)

@@ -176,7 +176,7 @@ def load_explorer(
     **kwargs,
 ) -> Explorer:
     """An `Explorer` for a saved model folder (model + processor, as `save_pretrained` writes them)."""
-    from decovlm.interpret.cli import load_model
+    from decovlm.modeling.loading import load_model
 
     path = Path(path)
     if not path.is_dir():
