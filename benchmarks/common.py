@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from decovlm.utils.io import atomic_write_text
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = (
     "# Benchmark results\n\n"
@@ -62,7 +64,7 @@ def write_section(name: str, body: str) -> None:
         if pattern.search(text)
         else text.rstrip() + "\n\n" + block + "\n"
     )
-    RESULTS.write_text(text)
+    atomic_write_text(RESULTS, text)
 
 
 def markdown_table(headers: list[str], rows: list[list[object]]) -> str:

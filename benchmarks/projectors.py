@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from decovlm.projectors import build_projector, example_specs, parse_grid
-from decovlm.utils.io import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, write_section  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- projectors:start -->", "<!-- projectors:end -->"
-HEADER = "# Benchmarks\n\nMeasured numbers; each benchmark script rewrites only its own section.\n"
 
 
 class ReferenceAvgPool(nn.Module):
@@ -167,18 +166,6 @@ def _load() -> float | None:
         return None
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
-
-
 def run_one(spec: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", spec]
     names = (
@@ -204,7 +191,6 @@ def render(rows: list[dict], ab: dict | None, args: argparse.Namespace) -> str:
     ref = next((r for r in rows if r["spec"] == "reference"), None)
     h, w = parse_grid(args.grid)
     lines = [
-        START,
         "## Projectors: forward + backward on CPU",
         "",
         f"`python benchmarks/projectors.py --repeats {args.repeats}` on "
@@ -242,20 +228,7 @@ def render(rows: list[dict], ab: dict | None, args: argparse.Namespace) -> str:
             f"{ab['pool_ours']:.1f} vs {ab['pool_ref']:.1f} ms "
             f"(ratio {ab['pool_ours'] / ab['pool_ref']:.2f}, {20 * ab['rounds']} rounds).",
         ]
-    lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(section: str, path: Path = RESULTS) -> None:
-    """Replace our marked section in RESULTS.md (append it if absent), keeping everything else."""
-    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    atomic_write_text(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(rows, ab, args)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section("projectors", section)
         print(f"wrote the projectors section of {RESULTS}")
     return 0
 
