@@ -168,8 +168,12 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             p.requires_grad for p in self.vision_tower.parameters()
         )
         with torch.set_grad_enabled(needs_grad):
+            # An int keeps only that layer's hidden state (transformers >= 5), as LLaVA does: the
+            # other layers' activations are not held.
             out = self.vision_tower(
-                pixel_values.to(vision_dtype), output_hidden_states=True, return_dict=True
+                pixel_values.to(vision_dtype),
+                output_hidden_states=self.config.vision_feature_layer,
+                return_dict=True,
             )
         features = out.hidden_states[self.config.vision_feature_layer]
         if self.config.vision_feature_select == "patch":
