@@ -13,11 +13,23 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("decovlm.demo.cli", "reproduce the paper's projector comparison on the synthetic world"),
-    "projectors": ("decovlm.projectors.cli", "list every projector spec with tokens and parameters"),
-    "train": ("decovlm.train.cli", "train a model from a YAML preset (align / finetune / no-align)"),
+    "demo": (
+        "decovlm.demo.cli",
+        "reproduce the paper's projector comparison on the synthetic world",
+    ),
+    "projectors": (
+        "decovlm.projectors.cli",
+        "list every projector spec with tokens and parameters",
+    ),
+    "train": (
+        "decovlm.train.cli",
+        "train a model from a YAML preset (align / finetune / no-align)",
+    ),
     "eval": ("decovlm.eval.cli", "evaluate a model on a benchmark with its metric conventions"),
-    "explain": ("decovlm.interpret.cli", "relevance maps (Text-to-Patch, Query-to-Patch) for one image"),
+    "explain": (
+        "decovlm.interpret.cli",
+        "relevance maps (Text-to-Patch, Query-to-Patch) for one image",
+    ),
     "explain-eval": ("decovlm.interpret.cli_eval", "score relevance maps against object masks"),
     "convert-llava": ("decovlm.convert", "convert a LLaVA-1.5 checkpoint to a decovlm model"),
     "world": ("decovlm.world.cli", "write the synthetic world's data set to disk"),

@@ -25,7 +25,9 @@ def from_llava(
     if isinstance(model_or_path, LlavaForConditionalGeneration):
         llava = model_or_path
     else:
-        llava = LlavaForConditionalGeneration.from_pretrained(model_or_path, **from_pretrained_kwargs)
+        llava = LlavaForConditionalGeneration.from_pretrained(
+            model_or_path, **from_pretrained_kwargs
+        )
     cfg = llava.config
     if not isinstance(cfg.vision_feature_layer, int):
         raise ValueError(
@@ -33,7 +35,9 @@ def from_llava(
             "are not supported: decovlm projectors read one layer"
         )
     if cfg.projector_hidden_act != "gelu":
-        raise ValueError(f"LLaVA projector activation {cfg.projector_hidden_act!r} is not gelu (mlp2x_gelu)")
+        raise ValueError(
+            f"LLaVA projector activation {cfg.projector_hidden_act!r} is not gelu (mlp2x_gelu)"
+        )
 
     # The LLaVA text stack is a base model plus a separate lm_head: put both into the causal-LM
     # shell of the same architecture (built on meta, so nothing is allocated twice).
@@ -41,16 +45,24 @@ def from_llava(
         language_model = AutoModelForCausalLM.from_config(cfg.text_config)
     setattr(language_model, language_model.base_model_prefix, llava.model.language_model)
     language_model.set_output_embeddings(llava.lm_head)
-    leftover = [n for n, t in [*language_model.named_parameters(), *language_model.named_buffers()] if t.is_meta]
+    leftover = [
+        n
+        for n, t in [*language_model.named_parameters(), *language_model.named_buffers()]
+        if t.is_meta
+    ]
     if leftover:
-        raise ValueError(f"LLaVA conversion left these language-model tensors unset: {leftover[:5]}")
+        raise ValueError(
+            f"LLaVA conversion left these language-model tensors unset: {leftover[:5]}"
+        )
 
     config = DecoVLMConfig(
         vision_config=cfg.vision_config,
         text_config=cfg.text_config,
         projector="mlp2x_gelu",
         vision_feature_layer=cfg.vision_feature_layer,
-        vision_feature_select="patch" if cfg.vision_feature_select_strategy == "default" else "full",
+        vision_feature_select="patch"
+        if cfg.vision_feature_select_strategy == "default"
+        else "full",
         image_token_id=cfg.image_token_id,
         image_resize_mode="pad",  # LLaVA-1.5 pads images to a square
         tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)),
@@ -72,9 +84,15 @@ def from_llava(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="LLaVA-1.5 checkpoint in transformers format (hub name or folder)")
+    parser.add_argument(
+        "src", help="LLaVA-1.5 checkpoint in transformers format (hub name or folder)"
+    )
     parser.add_argument("dst", help="output folder for the decovlm model and processor")
-    parser.add_argument("--dtype", default="auto", help="dtype to load and save in (auto, float16, bfloat16, float32)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        help="dtype to load and save in (auto, float16, bfloat16, float32)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     model = from_llava(args.src, dtype=dtype)
     model.save_pretrained(args.dst)
     llava_processor = AutoProcessor.from_pretrained(args.src)
-    processor = DecoVLMProcessor.from_model(model, llava_processor.image_processor, llava_processor.tokenizer)
+    processor = DecoVLMProcessor.from_model(
+        model, llava_processor.image_processor, llava_processor.tokenizer
+    )
     processor.save_pretrained(args.dst)
     print(f"converted {args.src} -> {args.dst} ({model.num_image_tokens} image tokens, mlp2x_gelu)")
     return 0

@@ -1,9 +1,9 @@
 """Paper-scale model configs (CLIP ViT-L/14-336 + Vicuna-7B), built without weights to check real shapes.
 
-    config = paper_config("avgpool2_144")
-    with torch.device("meta"):
-        model = DecoVLMForConditionalGeneration(config)   # no memory, no download
-    model.num_image_tokens          # 144
+config = paper_config("avgpool2_144")
+with torch.device("meta"):
+    model = DecoVLMForConditionalGeneration(config)   # no memory, no download
+model.num_image_tokens          # 144
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def paper_config(projector: str = "avgpool2_144", **kwargs) -> DecoVLMConfig:
         vision_config=CLIPVisionConfig(**CLIP_VIT_L_14_336),
         text_config=LlamaConfig(**VICUNA_7B),
         projector=projector,
-        image_token_id=VICUNA_7B["vocab_size"],  # the processor appends <image> after the vocabulary
+        image_token_id=VICUNA_7B[
+            "vocab_size"
+        ],  # the processor appends <image> after the vocabulary
         vision_feature_layer=-2,
         **kwargs,
     )

@@ -1,6 +1,6 @@
 """Tiny random decovlm models for tests, examples and benchmarks: built from config objects, nothing downloaded.
 
-    model, processor = tiny_model("avgpool2_4")      # CLIP 32 px / patch 8 -> 4x4 grid, Llama 2 layers
+model, processor = tiny_model("avgpool2_4")      # CLIP 32 px / patch 8 -> 4x4 grid, Llama 2 layers
 """
 
 from __future__ import annotations
@@ -21,11 +21,57 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 
 from decovlm.modeling import DecoVLMForConditionalGeneration, DecoVLMProcessor
 
-WORDS = (
-    "a an the is are of and what colour color how many left right top bottom there in image objects "
-    "yes no red purple green blue orange yellow pink white black gray violet circle square triangle star "
-    "small large one two three four five six describe picture please answer"
-).split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "is",
+    "are",
+    "of",
+    "and",
+    "what",
+    "colour",
+    "color",
+    "how",
+    "many",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "there",
+    "in",
+    "image",
+    "objects",
+    "yes",
+    "no",
+    "red",
+    "purple",
+    "green",
+    "blue",
+    "orange",
+    "yellow",
+    "pink",
+    "white",
+    "black",
+    "gray",
+    "violet",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "small",
+    "large",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "describe",
+    "picture",
+    "please",
+    "answer",
+]
 SPECIAL = ["<unk>", "<pad>", "<s>", "</s>", "<image>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
@@ -36,7 +82,10 @@ CHAT_TEMPLATE = (
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over a small English vocabulary, with `<image>` as a special token."""
-    vocab = {tok: i for i, tok in enumerate(SPECIAL + WORDS + ["USER:", "ASSISTANT:", "?", ".", ",", "[", "]"])}
+    vocab = {
+        tok: i
+        for i, tok in enumerate(SPECIAL + WORDS + ["USER:", "ASSISTANT:", "?", ".", ",", "[", "]"])
+    }
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
@@ -63,7 +112,8 @@ def tiny_vision(kind: str = "clip", image_size: int = 32, patch_size: int = 8, h
     if kind == "clip":
         model = AutoModel.from_config(CLIPVisionConfig(**common))
         proc = CLIPImageProcessorPil(
-            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
         )
     elif kind == "siglip":
         model = AutoModel.from_config(SiglipVisionConfig(**common))
@@ -73,7 +123,9 @@ def tiny_vision(kind: str = "clip", image_size: int = 32, patch_size: int = 8, h
     return model, proc
 
 
-def tiny_llm(kind: str = "llama", vocab_size: int = 128, hidden: int = 48, attn_implementation: str = "sdpa"):
+def tiny_llm(
+    kind: str = "llama", vocab_size: int = 128, hidden: int = 48, attn_implementation: str = "sdpa"
+):
     """A random 2-layer Llama or Qwen2 causal LM."""
     common = dict(
         vocab_size=vocab_size,
@@ -112,7 +164,9 @@ def tiny_model(
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     vision_model, image_processor = tiny_vision(vision, image_size, patch_size)
-    language_model = tiny_llm(llm, vocab_size=len(tokenizer), attn_implementation=attn_implementation)
+    language_model = tiny_llm(
+        llm, vocab_size=len(tokenizer), attn_implementation=attn_implementation
+    )
     model = DecoVLMForConditionalGeneration.from_components(
         vision_model,
         language_model,
