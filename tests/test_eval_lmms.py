@@ -226,7 +226,7 @@ def test_adapter_matches_direct_generation_and_likelihood(setup):
     (lp_greedy, is_greedy), (lp_other, other_greedy) = out
     assert is_greedy and not other_greedy
     assert lp_greedy > lp_other and lp_greedy < 0
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="single-round tasks only"):
         lm.generate_until_multi_round([])
     with pytest.raises(ValueError, match="pretrained"):
         DecoVLMLMM()
