@@ -8,6 +8,7 @@ LLaVA. Reports the final training loss and the loss on held-out eval questions.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +28,10 @@ class LMSpec:
     steps: int = 300
     batch_size: int = 32
     lr: float = 3e-3
-    max_length: int = 256  # longest single document kept
-    window: int = 128  # training rows are packed windows of this many tokens
+    max_length: int = 512  # longest single document kept (a scene description + 3-5 turns fit)
+    # Loss on the assistant answers (and whole captions) only, not on questions or a scene
+    # description's box digits (for `world_corpus(scene_context=True)`; off by default).
+    answer_loss: bool = False
 
 
 def llama_config(spec: LMSpec, tokenizer):
@@ -49,38 +52,48 @@ def llama_config(spec: LMSpec, tokenizer):
     )
 
 
-def _encode(tokenizer, docs: list[str], max_length: int) -> list[torch.Tensor]:
+ANSWER = re.compile(r"ASSISTANT:( .*?)(?:</s>|$)", re.S)  # the space: byte-level tokens carry it
+
+
+def _encode(tokenizer, docs: list[str], max_length: int, answer_loss: bool = False):
+    """(input ids, labels) per document; with `answer_loss` only assistant answers are labelled.
+
+    Documents stay whole (one per row, no packing across documents): a question cut off from
+    the scene description before it cannot be answered from context.
+    """
     # Captions are plain sentences: give them an EOS; chat documents already end with one.
     out = []
+    eos = tokenizer.eos_token
     for doc in docs:
-        text = doc if doc.endswith(tokenizer.eos_token) else doc + tokenizer.eos_token
-        ids = tokenizer(text, truncation=True, max_length=max_length).input_ids
-        out.append(torch.tensor(ids, dtype=torch.long))
+        text = doc if doc.endswith(eos) else doc + eos
+        enc = tokenizer(text, truncation=True, max_length=max_length, return_offsets_mapping=True)
+        ids = torch.tensor(enc.input_ids, dtype=torch.long)
+        labels = ids.clone()
+        spans = [(m.start(1), m.end(0)) for m in ANSWER.finditer(text)]
+        if answer_loss and spans:
+            keep = torch.tensor(
+                [any(a <= start < b for a, b in spans) for start, _ in enc.offset_mapping]
+            )
+            labels[~keep] = -100
+        out.append((ids, labels))
     return out
 
 
-def _pack(seqs: list[torch.Tensor], window: int) -> torch.Tensor:
-    """Concatenate documents (each BOS ... EOS) and cut fixed windows: no padding to pay for."""
-    stream = torch.cat(seqs)
-    n = max(1, len(stream) // window)
-    if len(stream) < window:
-        return stream.unsqueeze(0)
-    return stream[: n * window].view(n, window)
-
-
-def _batch(seqs: list[torch.Tensor], pad_id: int, device: str):
-    length = max(len(s) for s in seqs)
+def _batch(seqs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, device: str):
+    length = max(len(s) for s, _ in seqs)
     ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
     labels = torch.full((len(seqs), length), -100, dtype=torch.long)
     mask = torch.zeros((len(seqs), length), dtype=torch.long)
-    for k, s in enumerate(seqs):
-        ids[k, : len(s)], labels[k, : len(s)], mask[k, : len(s)] = s, s, 1
+    for k, (s, y) in enumerate(seqs):
+        ids[k, : len(s)], labels[k, : len(s)], mask[k, : len(s)] = s, y, 1
     return ids.to(device), mask.to(device), labels.to(device)
 
 
 @torch.no_grad()
-def mean_loss(model, seqs: list[torch.Tensor], pad_id: int, device: str, batch: int = 64) -> float:
-    """Token-weighted mean next-token loss over documents."""
+def mean_loss(
+    model, seqs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, device: str, batch: int = 64
+) -> float:
+    """Token-weighted mean next-token loss over the labelled tokens of documents."""
     model.eval()
     total, count = 0.0, 0
     for k in range(0, len(seqs), batch):
@@ -111,9 +124,8 @@ def train_lm(
         raise ValueError("the world has no training text to pretrain the LM on")
     torch.manual_seed(seed)
     model = LlamaForCausalLM(llama_config(spec, tokenizer)).to(device)
-    seqs = _encode(tokenizer, train_docs, spec.max_length)
-    windows = _pack(seqs, spec.window)
-    heldout = _encode(tokenizer, heldout_docs, spec.max_length)
+    seqs = _encode(tokenizer, train_docs, spec.max_length, spec.answer_loss)
+    heldout = _encode(tokenizer, heldout_docs, spec.max_length, spec.answer_loss)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
     warmup = max(1, spec.steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -127,9 +139,9 @@ def train_lm(
     model.train()
     bar = tqdm(range(spec.steps), desc="language model", disable=not progress, leave=False)
     for _ in bar:
-        idx = torch.randint(0, len(windows), (spec.batch_size,), generator=gen)
-        ids = windows[idx].to(device)
-        loss = model(input_ids=ids, labels=ids).loss
+        idx = torch.randint(0, len(seqs), (spec.batch_size,), generator=gen).tolist()
+        ids, mask, labels = _batch([seqs[i] for i in idx], tokenizer.pad_token_id, device)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -142,7 +154,7 @@ def train_lm(
         "heldout_loss": round(mean_loss(model, heldout, tokenizer.pad_token_id, device), 4),
         "heldout_docs": len(heldout),
         "train_docs": len(seqs),
-        "train_tokens": sum(len(s) for s in seqs),
+        "train_tokens": sum(len(s) for s, _ in seqs),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     return model, metrics
