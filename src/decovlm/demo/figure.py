@@ -3,6 +3,7 @@ plus the Q-Former's Query-to-Patch maps of the queries that word relies on most.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -45,7 +46,9 @@ def draw_paper_figure(
         axes[row, 0].axis("off")
         for col, word in enumerate(expl.words[: cols - 1], start=1):
             overlay(axes[row, col], view, expl.word_text_to_patch[col - 1], title=f"'{word.text}'")
-    fig.suptitle(f"Text-to-Patch relevance - Q: {case['prompt']}  A: {case['answer']}", fontsize=9)
+    question = case["prompt"].splitlines()[0]  # the instruction line adds nothing to the picture
+    title = f"Text-to-Patch relevance. Q: {question}  A: {case['answer']}"
+    fig.suptitle("\n".join(textwrap.wrap(title, max(30, 24 * cols))), fontsize=9)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     paths = {"text_to_patch": str(out_dir / "text_to_patch.png")}
