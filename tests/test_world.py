@@ -226,6 +226,8 @@ def test_align_and_finetune_are_llava_conversations(world):
         assert [c["from"] for c in convs] == ["human", "gpt"] * (len(convs) // 2)
         assert convs[0]["value"].startswith("<image>\n")
         assert sum(c["value"].count("<image>") for c in convs) == 1
+        # Captions are the align stage's data; finetune turns are the short-answer tasks.
+        assert not any("Describe the image" in c["value"] for c in convs[::2])
     assert {r["image"] for r in align} == {r["image"] for r in finetune}
 
 

@@ -35,12 +35,19 @@ def _cached(path: Path, stamp: str) -> dict | None:
 
 def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, Any]:
     from decovlm.world import generate_world, prepare_backbones
+    from decovlm.world.scene import WORLD_VERSION
     from decovlm.world.writer import WorldFiles
 
     b = cfg.budget
     world_dir = out / "world"
     stamp = settings_hash(
-        {"train": b.train_scenes, "eval": b.eval_scenes, "seed": cfg.world_seed, "v": 1}
+        {
+            "train": b.train_scenes,
+            "eval": b.eval_scenes,
+            "seed": cfg.world_seed,
+            "v": 1,
+            "world_version": WORLD_VERSION,
+        }
     )
     stamp_file = world_dir / "demo_stamp.json"
     if stamp_file.exists() and json.loads(stamp_file.read_text())["stamp"] == stamp:

@@ -40,6 +40,9 @@ class VisionSpec:
     batch_size: int = 64
     lr: float = 2e-3
     probe_scenes: int = 200
+    # Weight of the per-patch shape heads' loss: shape is the hard attribute (colour is read off
+    # one pixel), and most questions need it, so it gets a larger share of the gradient.
+    shape_weight: float = 1.0
 
 
 def clip_config(spec: VisionSpec, image_size: int):
@@ -142,7 +145,9 @@ class _Heads(nn.Module):
         )  # fmt: skip
         self.present = nn.Linear(hidden, len(COLOURS) * len(SHAPES))
 
-    def loss(self, out, data: PatchData, idx: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, out, data: PatchData, idx: torch.Tensor, shape_weight: float = 1.0
+    ) -> torch.Tensor:
         ce = nn.functional.cross_entropy
         total = nn.functional.binary_cross_entropy_with_logits(
             self.present(out.pooler_output), data.present[idx].to(out.pooler_output.device)
@@ -151,7 +156,8 @@ class _Heads(nn.Module):
             feats = feats[:, 1:]  # drop CLS: one feature per patch, row-major
             for name, head in heads.items():
                 target = getattr(data, name)[idx].to(feats.device)
-                total = total + ce(head(feats).flatten(0, 1), target.flatten())
+                weight = shape_weight if name == "shape" else 1.0
+                total = total + weight * ce(head(feats).flatten(0, 1), target.flatten())
         return total
 
 
@@ -185,7 +191,7 @@ def train_vision(
     for _ in bar:
         idx = torch.randint(0, spec.scenes, (spec.batch_size,), generator=gen)
         out = model(pixel_values=data.pixels[idx].to(device), output_hidden_states=True)
-        loss = heads.loss(out, data, idx)
+        loss = heads.loss(out, data, idx, spec.shape_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)

@@ -2,8 +2,8 @@
 
     DIR/images/{train,eval}_NNNNNN.png   the rendered scenes
     DIR/align.json            stage 1 (LLaVA-558K style): "<image>\\nDescribe the image briefly." -> caption
-    DIR/finetune.json         stage 2 (LLaVA-665K style): multi-turn conversations mixing every task,
-                              "<image>" only at the start of the first human turn
+    DIR/finetune.json         stage 2 (LLaVA-665K style): multi-turn conversations mixing every task
+                              but captions, "<image>" only at the start of the first human turn
     DIR/eval/questions.jsonl  held-out scenes: {question_id, image, text, category, answer, answers,
                               [pope_split], [options], kind, scene_id}
     DIR/eval/relevance_cases.jsonl + DIR/eval/masks/*.png   {case_id, image, prompt, answer,
@@ -66,7 +66,9 @@ def _pick(qas: list[QA], k: int, rng: np.random.Generator) -> list[QA]:
 def finetune_record(rendered: RenderedScene, image: str, seed: int, turns: int = 5) -> dict:
     """One multi-turn conversation about a training scene, mixing the task categories."""
     rng = _scene_rng(seed, rendered.scene, 1)
-    groups = {k: v for k, v in all_questions(rendered, rng).items() if v}
+    # No caption turn: captions are the align stage's data already, and a long caption would
+    # dominate the token loss over the one-token yes/no and multiple-choice answers.
+    groups = {k: v for k, v in all_questions(rendered, rng).items() if v and k != "caption"}
     chosen: list[QA] = []
     seen: set[str] = set()
     n_turns = int(rng.integers(max(1, turns - 2), turns + 1))
