@@ -7,7 +7,6 @@ resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict
@@ -17,20 +16,25 @@ from typing import Any
 from decovlm.demo.config import DemoConfig, settings_hash
 from decovlm.demo.convergence import CurveCallback
 from decovlm.utils.device import resolve_device
-from decovlm.utils.io import atomic_write_json
+from decovlm.utils.io import atomic_write_json, read_json
 
 RESULT = "result.json"
 
 
 def _cached(path: Path, stamp: str) -> dict | None:
     """The stored result when it was made with the same settings, else None (and a stale folder goes)."""
-    result_file = path / RESULT
-    if result_file.exists():
-        result = json.loads(result_file.read_text(encoding="utf-8"))
-        if result.get("stamp") == stamp:
-            return result
+    result = _read_stamped(path / RESULT, stamp)
+    if result is None and (path / RESULT).exists():
         shutil.rmtree(path)  # made with other settings: redo from scratch
-    return None
+    return result
+
+
+def _read_stamped(path: Path, stamp: str) -> dict | None:
+    """The JSON at `path` when it exists and carries `stamp`, else None."""
+    if not path.exists():
+        return None
+    data = read_json(path)
+    return data if data.get("stamp") == stamp else None
 
 
 def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, Any]:
@@ -50,7 +54,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
         }
     )
     stamp_file = world_dir / "demo_stamp.json"
-    if stamp_file.exists() and json.loads(stamp_file.read_text())["stamp"] == stamp:
+    if _read_stamped(stamp_file, stamp) is not None:
         log(f"world: reusing {world_dir}")
         files = WorldFiles(
             root=world_dir, align=world_dir / "align.json", finetune=world_dir / "finetune.json",
@@ -168,8 +172,8 @@ def relevance_scores(
             continue
         cache = Path(result["model_path"]).parent.parent / "relevance.json"
         stamp = settings_hash({"run": result["stamp"], "cases": len(cases), "v": 1})
-        if cache.exists() and json.loads(cache.read_text())["stamp"] == stamp:
-            out[result["spec"]] = json.loads(cache.read_text())["scores"]
+        if (cached := _read_stamped(cache, stamp)) is not None:
+            out[result["spec"]] = cached["scores"]
             continue
         log(f"{result['spec']}: relevance maps for {len(cases)} cases")
         model = DecoVLMForConditionalGeneration.from_pretrained(result["model_path"]).to(device)

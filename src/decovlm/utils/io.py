@@ -45,6 +45,17 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
+def read_json(path: str | os.PathLike, hint: str = "") -> Any:
+    """Parse a JSON file; a missing or broken file raises an error that names it (and `hint`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found{': ' + hint if hint else ''}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+
+
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it to disk, so partial results survive a crash."""
     path = Path(path)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decovlm.utils.io import read_json  # noqa: F401 (the readers import it from here)
+
 # LLaVA-1.5's evaluation prompt suffixes (exact strings of its eval question files).
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 UNANSWERABLE = "When the provided information is insufficient, respond with 'Unanswerable'."
@@ -77,16 +79,6 @@ def as_percent(scores: dict[str, Any]) -> dict[str, Any]:
         k: as_percent(v) if isinstance(v, dict) else (100 * v if k in RATE_KEYS else v)
         for k, v in scores.items()
     }
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file with an error that names it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
 def read_jsonl_rows(path: Path) -> list[tuple[int, dict | None, str | None]]:
