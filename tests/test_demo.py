@@ -83,6 +83,14 @@ def test_claims_are_computed_from_the_numbers():
     )
 
 
+def test_report_warns_when_the_sanity_check_fails():
+    from decovlm.demo.tables import _caveat
+
+    failed = {"claims": [{"claim": "Sanity: ...", "held": False}]}
+    held = {"claims": [{"claim": "Sanity: ...", "held": True}]}
+    assert "not evidence" in _caveat(failed)[0] and _caveat(held) == []
+
+
 def test_curve_auc_and_projector_choice():
     curve = [{"step": 0, "scores": {"overall": {"accuracy": 0.0}}},
              {"step": 10, "scores": {"overall": {"accuracy": 50.0}}}]  # fmt: skip

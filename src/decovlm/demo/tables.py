@@ -69,6 +69,19 @@ def relevance_table(report: dict) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _caveat(report: dict) -> list[str]:
+    """A warning when the sanity check failed: then the projector comparison says nothing."""
+    sanity = [c for c in report["claims"] if c["claim"].startswith("Sanity")]
+    if sanity and sanity[0]["held"] is False:
+        return [
+            "> **Caveat:** the non-compressive model did not learn every task above chance in this run, so "
+            "the differences between projectors below are not evidence for or against the paper's claims; "
+            "train longer (a larger budget) before reading them.",
+            "",
+        ]
+    return []
+
+
 def _fmt(value, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -94,6 +107,7 @@ def report_markdown(report: dict, out: Path) -> str:
         "",
         "## Which of the paper's claims held in this run",
         "",
+        *_caveat(report),
         *(f"- **{c['verdict']}**: {c['claim']} ({c['evidence']})" for c in report["claims"]),
         "",
         "## Results (accuracy in %, held-out scenes)",
@@ -141,5 +155,7 @@ def print_report(report: dict) -> None:
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    for line in _caveat(report)[:1]:
+        console.print(f"[yellow]{line.lstrip('> ')}[/yellow]")
     for c in report["claims"]:
         console.print(f"[bold]{c['verdict']}[/bold]: {c['claim']} ({c['evidence']})")
