@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from decovlm.utils.device import resolve_device
 from decovlm.utils.io import atomic_write_json
 from decovlm.world.lm import LMSpec
 from decovlm.world.vision import VisionSpec
@@ -112,16 +113,6 @@ def _build(folder: Path, settings: dict, make: Callable[[Path], dict]) -> tuple[
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return stamp, False
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available")
-    return device
 
 
 def prepare_backbones(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from decovlm.utils.io import read_json
 from decovlm.world.scene import PLURALS, SHAPES, SIZES, vocabulary
 from decovlm.world.tasks import NUMBER_WORDS, PROMPTS
 
@@ -91,12 +92,7 @@ def _scene_texts(root: Path, split: str) -> dict[str, str]:
 
 
 def _read_json(path: Path):
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: write the world with `decovlm world`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err.msg})") from None
+    return read_json(path, hint="write the world with `decovlm world`")
 
 
 def _turns(record: dict, path: Path) -> list[tuple[str, str]]:
