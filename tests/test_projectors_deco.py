@@ -114,7 +114,9 @@ def test_non_square_grid_keeps_its_aspect():
 def test_impossible_requests_fail_early_and_clearly():
     with pytest.raises(ValueError, match="perfect square.*150; try 144 or 169"):
         build_projector("avgpool2_150", DV, DL)
-    with pytest.raises(ValueError, match=r"8x8 grid \(64 patches\) to 144 tokens \(M must be <= N\)"):
+    with pytest.raises(
+        ValueError, match=r"8x8 grid \(64 patches\) to 144 tokens \(M must be <= N\)"
+    ):
         build_projector("avgpool2_144", DV, DL, input_grid=(8, 8))
     proj = build_projector("avgpool2_144", DV, DL)
     with pytest.raises(ValueError, match=r"8x8 grid \(64 patches\) to 144"):
