@@ -261,7 +261,7 @@ def test_cli_defaults_and_errors(tmp_path, capsys):
     args = parser.parse_args(["--model", str(tmp_path / "missing")])
     assert (args.host, args.port, args.max_file_size) == ("127.0.0.1", 7860, "10mb")
     assert cli.run(args) == 2
-    assert "model folder not found" in capsys.readouterr().err
+    assert "is not a folder with a saved decovlm model" in capsys.readouterr().err
     args = parser.parse_args(["--model", str(tmp_path), "--port", "0"])
     assert cli.run(args) == 2 and "--port" in capsys.readouterr().err
 

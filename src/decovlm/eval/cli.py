@@ -13,6 +13,7 @@ from pathlib import Path
 
 from decovlm.eval.benchmarks import BENCHMARKS
 from decovlm.eval.metrics import FRAMES
+from decovlm.modeling.loading import add_loading_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chat-template", default="auto", choices=("auto", "tokenizer", "vicuna_v1")
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
-    parser.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16")
-    )
+    add_loading_arguments(parser)
     parser.add_argument(
         "--box-frame",
         default="naive",

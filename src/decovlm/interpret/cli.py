@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from decovlm.modeling.loading import add_loading_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -37,10 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--end-layer", type=int, default=None, help="LLM layer to stop before (default: all)"
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, ... (default: cuda if available)"
-    )
-    parser.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+    add_loading_arguments(parser)
     parser.add_argument(
         "--raw-prompt", action="store_true", help="use the prompt as written, no chat template"
     )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from decovlm.modeling.loading import add_loading_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -29,8 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw-prompt", action="store_true", help="'<image>\\n' + prompt, no chat template"
     )
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+    add_loading_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

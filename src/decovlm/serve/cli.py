@@ -13,6 +13,7 @@ import argparse
 import ipaddress
 import sys
 
+from decovlm.modeling.loading import add_loading_arguments
 from decovlm.serve.engine import TEMPLATES
 
 
@@ -41,10 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--end-layer", type=int, default=None, help="LLM layer to stop before (default: all)"
     )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, ... (default: cuda if available)"
-    )
-    parser.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+    add_loading_arguments(parser)
     parser.add_argument(
         "--max-file-size", default="10mb", help="largest upload accepted (e.g. 10mb)"
     )

@@ -179,7 +179,5 @@ def load_explorer(
     from decovlm.modeling.loading import load_model
 
     path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model folder not found: {path}")
     model, processor = load_model(path, device, dtype)
     return Explorer(name=name or path.resolve().name, model=model, processor=processor, **kwargs)
