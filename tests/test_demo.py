@@ -45,6 +45,13 @@ def test_quick_demo_writes_every_section(quick_demo):
         run / "finetune" / "metrics.jsonl"
     ).exists()
     assert len(report["runs"][0]["curve"]) >= 2
+    # The swapped-image control ran for every projector and shows in the category table.
+    assert all("overall" in r["swapped_scores"] for r in report["runs"])
+    assert "mlp2x_gelu, another scene's image" in report_md
+    assert any(
+        c["claim"].startswith("Sanity: the non-compressive model's answers depend")
+        for c in report["claims"]
+    )
 
 
 def test_rerun_reuses_finished_work(quick_demo, capsys):
@@ -81,6 +88,44 @@ def test_claims_are_computed_from_the_numbers():
     assert all(
         v.startswith("inconclusive") for k, v in verdicts.items() if "beats the Q-Former" in k
     )
+
+
+def test_image_dependence_claim_follows_the_swapped_image_control():
+    chance = dict.fromkeys(("vqa", "count", "localization", "yesno", "multiple_choice"), 30.0)
+
+    def verdict(swapped):
+        full = _row("mlp2x_gelu", 80, tokens=64)
+        full["swapped_overall"] = (swapped, 0.0)
+        for cat in ("vqa", "count", "localization", "yesno", "multiple_choice"):
+            full[f"swapped_{cat}"] = (swapped, 0.0)
+        found = [c for c in claims([full], chance, 16) if "depend on the image" in c["claim"]]
+        return found[0]["verdict"] if found else None
+
+    assert verdict(50.0) == "held"  # 30 points lost without the right image
+    assert verdict(79.0) == "did not hold"  # the answers came from the question's words
+    assert verdict(float("nan")) is None  # not measured (a run cached before the control)
+
+
+def test_swapped_questions_never_keep_their_own_image(tmp_path):
+    from decovlm.demo.swapped import write_swapped_questions
+    from decovlm.utils.io import read_jsonl
+
+    (tmp_path / "eval").mkdir()
+    rows = [{"question_id": f"q{i}", "image": f"images/s{i // 2}.png", "text": "?", "category": "vqa",
+             "answer": "red"} for i in range(6)]  # fmt: skip
+    (tmp_path / "eval" / "questions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = write_swapped_questions(tmp_path, tmp_path / "swapped")
+    swapped = read_jsonl(out / "eval" / "questions.jsonl")
+    assert [r["question_id"] for r in swapped] == [r["question_id"] for r in rows]
+    for old, new in zip(rows, swapped):
+        assert new["image"] != str((tmp_path / old["image"]).resolve())
+        assert new["image"].startswith(str(tmp_path.resolve() / "images"))
+        assert {k: v for k, v in new.items() if k != "image"} == {
+            k: v for k, v in old.items() if k != "image"
+        }
+    (tmp_path / "eval" / "questions.jsonl").write_text(json.dumps(rows[0]))
+    with pytest.raises(ValueError, match="questions.jsonl.*at least two images"):
+        write_swapped_questions(tmp_path, tmp_path / "swapped")
 
 
 def test_report_warns_when_the_sanity_check_fails():

@@ -100,13 +100,14 @@ def train_and_evaluate(
 ) -> dict:
     """Two-stage training of one projector with one seed, then the held-out scores. Cached."""
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.demo.swapped import write_swapped_questions
     from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
     from decovlm.train import train
 
     b = cfg.budget
     run_dir = Path(cfg.out_dir) / "runs" / spec / f"seed{seed}"
     stamp = settings_hash({"budget": asdict(b), "spec": spec, "seed": seed, "world": cfg.world_seed,
-                           "backbones": str(backbones.llm), "device": device, "v": 1})  # fmt: skip
+                           "backbones": str(backbones.llm), "device": device, "v": 2})  # fmt: skip
     cached = _cached(run_dir, stamp)
     if cached is not None:
         log(f"{spec} seed {seed}: reusing {run_dir}")
@@ -127,9 +128,14 @@ def train_and_evaluate(
     finetune_time = time.perf_counter() - start - curve.seconds
     model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
     processor = DecoVLMProcessor.from_pretrained(tuned.model_path)
-    log(f"{spec} seed {seed}: scoring the held-out questions")
+    log(f"{spec} seed {seed}: scoring the held-out questions (own and swapped images)")
     generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=b.max_new_tokens)
     scores = evaluate_synthetic(generate, files.root, run_dir / "eval", limit=b.eval_questions)
+    # The same questions about another scene's image: how much of the score the image earned.
+    swapped_data = write_swapped_questions(files.root, run_dir / "swapped_data")
+    swapped = evaluate_synthetic(
+        generate, swapped_data, run_dir / "eval_swapped", limit=b.eval_questions
+    )
     steps = b.align_steps + b.finetune_steps
     result = {
         "stamp": stamp,
@@ -140,6 +146,7 @@ def train_and_evaluate(
         "patches": model.patch_grid[0] * model.patch_grid[1],
         "projector_params": model.projector.trainable,
         "scores": scores,
+        "swapped_scores": swapped,
         "curve": curve.points,
         "train_seconds": align_time + finetune_time,
         "align_seconds": align_time,

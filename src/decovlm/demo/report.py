@@ -23,6 +23,8 @@ GROUPS = {
     "Open-ended VQA (attributes, counting)": ["vqa", "count"],
 }
 CATEGORIES = ["vqa", "count", "localization", "yesno", "multiple_choice"]
+# Overall accuracy (points) the image must add over the swapped-image control to count as used.
+IMAGE_GAP = 2.0
 
 
 def _acc(scores: dict, cat: str) -> float | None:
@@ -80,6 +82,11 @@ def summarise(results: list[dict], relevance: dict[str, dict]) -> list[dict]:
         }
         for cat in CATEGORIES:
             row[cat] = _mean_std([_acc(r["scores"], cat) for r in runs])
+        # Runs cached before the control existed have no swapped scores: NaN, shown as "-".
+        swapped = [r.get("swapped_scores") or {} for r in runs]
+        row["swapped_overall"] = _mean_std([_acc(s, "overall") for s in swapped])
+        for cat in CATEGORIES:
+            row[f"swapped_{cat}"] = _mean_std([_acc(s, cat) for s in swapped])
         row["yesno_f1"] = _mean_std([r["scores"].get("yesno", {}).get("f1") for r in runs])
         for name, cats in GROUPS.items():
             row[name] = _mean_std([group_score(r["scores"], cats) for r in runs])
@@ -124,6 +131,16 @@ def claims(rows: list[dict], chance: dict[str, float], tokens: int) -> list[dict
             "held": all(above.values()),
             "evidence": ", ".join(f"{c} {full[c][0]:.1f} vs {chance.get(c, 0):.1f}" for c in above),
         })  # fmt: skip
+        swapped = full.get("swapped_overall", (float("nan"), 0.0))
+        if swapped[0] == swapped[0]:  # measured (not NaN)
+            gap = full["overall"][0] - swapped[0]
+            out.append({
+                "claim": "Sanity: the non-compressive model's answers depend on the image (overall accuracy "
+                         f"drops by more than {IMAGE_GAP:g} points when each question gets another scene's image)",
+                "held": gap > IMAGE_GAP,
+                "evidence": ", ".join(f"{c} {full[c][0]:.1f} vs {full['swapped_' + c][0]:.1f}"
+                                      for c in CATEGORIES if full[c][0] == full[c][0]) + f"; overall {gap:+.1f}",
+            })  # fmt: skip
     if deco and qformer:
         for name in GROUPS:
             held, diff = _compare(deco, qformer, name)

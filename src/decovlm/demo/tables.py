@@ -7,6 +7,8 @@ from pathlib import Path
 
 from decovlm.demo.report import CATEGORIES, GROUPS
 
+_NAN = (float("nan"), 0.0)
+
 
 def _pm(value: tuple[float, float], digits: int = 1) -> str:
     mean, std = value
@@ -41,6 +43,11 @@ def category_table(report: dict) -> tuple[list[str], list[list[str]]]:
         [r["spec"], *(_pm(r[c]) for c in CATEGORIES), _pm(r["yesno_f1"]), _pm(r["auc"])]
         for r in report["rows"]
     ]
+    rows += [
+        [f"{r['spec']}, another scene's image", *(_pm(r.get(f"swapped_{c}", _NAN)) for c in CATEGORIES),
+         "-", "-"]
+        for r in report["rows"]
+    ]  # fmt: skip
     rows.append(
         [
             "chance (majority answer)",
@@ -70,13 +77,14 @@ def relevance_table(report: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _caveat(report: dict) -> list[str]:
-    """A warning when the sanity check failed: then the projector comparison says nothing."""
-    sanity = [c for c in report["claims"] if c["claim"].startswith("Sanity")]
-    if sanity and sanity[0]["held"] is False:
+    """A warning when a sanity check failed: then the projector comparison says nothing."""
+    failed = [c for c in report["claims"] if c["claim"].startswith("Sanity") and c["held"] is False]
+    if failed:
         return [
-            "> **Caveat:** the non-compressive model did not learn every task above chance in this run, so "
-            "the differences between projectors below are not evidence for or against the paper's claims; "
-            "train longer (a larger budget) before reading them.",
+            "> **Caveat:** the non-compressive model did not learn every task above chance from the image in "
+            "this run (see the sanity lines below and the swapped-image rows of the category table), so the "
+            "differences between projectors are not evidence for or against the paper's claims; train "
+            "longer (a larger budget) before reading them.",
             "",
         ]
     return []
