@@ -82,8 +82,7 @@ def summarise(results: list[dict], relevance: dict[str, dict]) -> list[dict]:
         }
         for cat in CATEGORIES:
             row[cat] = _mean_std([_acc(r["scores"], cat) for r in runs])
-        # Runs cached before the control existed have no swapped scores: NaN, shown as "-".
-        swapped = [r.get("swapped_scores") or {} for r in runs]
+        swapped = [r["swapped_scores"] for r in runs]  # the swapped-image control
         row["swapped_overall"] = _mean_std([_acc(s, "overall") for s in swapped])
         for cat in CATEGORIES:
             row[f"swapped_{cat}"] = _mean_std([_acc(s, cat) for s in swapped])

@@ -7,8 +7,6 @@ from pathlib import Path
 
 from decovlm.demo.report import CATEGORIES, GROUPS
 
-_NAN = (float("nan"), 0.0)
-
 
 def _pm(value: tuple[float, float], digits: int = 1) -> str:
     mean, std = value
@@ -44,7 +42,7 @@ def category_table(report: dict) -> tuple[list[str], list[list[str]]]:
         for r in report["rows"]
     ]
     rows += [
-        [f"{r['spec']}, another scene's image", *(_pm(r.get(f"swapped_{c}", _NAN)) for c in CATEGORIES),
+        [f"{r['spec']}, another scene's image", *(_pm(r[f"swapped_{c}"]) for c in CATEGORIES),
          "-", "-"]
         for r in report["rows"]
     ]  # fmt: skip
