@@ -207,6 +207,32 @@ def test_every_answer_is_correct_for_its_scene():
         )
 
 
+def test_count_questions_are_balanced_between_present_and_absent():
+    # Zero must be as likely as not, or "1" wins from the question's words alone (VQA v2's lesson).
+    for i in range(20):
+        r = render_scene(sample_scene(3, "train", i))
+        counts = [qa for qa in all_questions(r, np.random.default_rng(i))["count"]]
+        for kind, vocabulary in (("count_colour", COLOURS), ("count_shape", SHAPES)):
+            answers = [qa.answer for qa in counts if qa.kind == kind]
+            present = len(answers) - answers.count("0")
+            # As many absent names as present ones, unless the vocabulary runs out.
+            assert answers.count("0") == min(present, len(vocabulary) - present), (kind, answers)
+
+
+def test_finetune_turns_draw_boxes_less_often():
+    from decovlm.world.writer import TURN_WEIGHTS, finetune_record
+
+    turns = Counter()
+    for i in range(150):
+        r = render_scene(sample_scene(4, "train", i))
+        rec = finetune_record(r, "img.png", seed=4)
+        for c in rec["conversations"][::2]:
+            turns["box" if "bounding box" in c["value"] else "other"] += 1
+    share = turns["box"] / sum(turns.values())
+    expected = TURN_WEIGHTS["localization"] / sum(TURN_WEIGHTS.values())
+    assert abs(share - expected) < 0.04, (share, expected)
+
+
 # --- files on disk ---------------------------------------------------------------------------
 
 

@@ -63,20 +63,35 @@ def _pick(qas: list[QA], k: int, rng: np.random.Generator) -> list[QA]:
     return [qas[int(i)] for i in sorted(rng.choice(len(qas), size=k, replace=False))]
 
 
+# How often each task category is drawn for a finetune turn (relative). The token loss is a mean
+# over answer tokens: a box answer is 18 tokens against 1-2 for every other category, so at equal
+# turns boxes carried ~70% of the loss and the one-word tasks starved (measured on 16,000 scenes,
+# lr 5e-4, 1500 steps: without boxes VQA reached 44.9% with its own image vs 26.8% with another
+# scene's; with boxes at an equal share it stayed at its swapped-image level).
+TURN_WEIGHTS = {
+    "vqa": 1.0,
+    "count": 1.0,
+    "localization": 0.25,
+    "yesno": 1.0,
+    "multiple_choice": 1.0,
+}
+
+
 def finetune_record(rendered: RenderedScene, image: str, seed: int, turns: int = 5) -> dict:
     """One multi-turn conversation about a training scene, mixing the task categories."""
     rng = _scene_rng(seed, rendered.scene, 1)
     # No caption turn: captions are the align stage's data already, and a long caption would
     # dominate the token loss over the one-token yes/no and multiple-choice answers.
     groups = {k: v for k, v in all_questions(rendered, rng).items() if v and k != "caption"}
+    names = sorted(groups)
+    weights = np.array([TURN_WEIGHTS.get(name, 1.0) for name in names])
     chosen: list[QA] = []
     seen: set[str] = set()
     n_turns = int(rng.integers(max(1, turns - 2), turns + 1))
     for _ in range(4 * n_turns):
         if len(chosen) == n_turns:
             break
-        names = sorted(groups)
-        group = groups[names[int(rng.integers(len(names)))]]
+        group = groups[names[int(rng.choice(len(names), p=weights / weights.sum()))]]
         qa = group[int(rng.integers(len(group)))]
         if qa.prompt not in seen:
             seen.add(qa.prompt)
