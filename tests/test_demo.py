@@ -150,3 +150,16 @@ def test_bad_arguments_fail_clearly():
         cli_main(["demo", "--tokens", "15"])
     with pytest.raises(SystemExit, match="unknown projector spec"):
         cli_main(["demo", "--extra", "nonsense"])
+    with pytest.raises(SystemExit, match="--budget 'steps=3'.*finetune_steps"):
+        cli_main(["demo", "--budget", "steps=3"])
+    with pytest.raises(SystemExit, match="'abc' is not a valid int"):
+        cli_main(["demo", "--budget", "finetune_steps=abc"])
+
+
+def test_budget_overrides_are_typed_like_the_budget():
+    from decovlm.demo.cli import parse_budget
+
+    overrides = parse_budget(["finetune_steps=3000", "finetune_lr=1e-3", "eval_questions=none"])
+    assert overrides == {"finetune_steps": 3000, "finetune_lr": 1e-3, "eval_questions": None}
+    budget = DemoConfig(budget_overrides=overrides).budget
+    assert (budget.finetune_steps, budget.finetune_lr, budget.train_scenes) == (3000, 1e-3, 8000)

@@ -82,7 +82,7 @@ def _caveat(report: dict) -> list[str]:
             "> **Caveat:** the non-compressive model did not learn every task above chance from the image in "
             "this run (see the sanity lines below and the swapped-image rows of the category table), so the "
             "differences between projectors are not evidence for or against the paper's claims; train "
-            "longer (a larger budget) before reading them.",
+            "longer before reading them (`decovlm demo --budget finetune_steps=3000`, or a GPU).",
             "",
         ]
     return []
