@@ -96,11 +96,13 @@ def _train_config(
 
 
 def train_and_evaluate(
-    cfg: DemoConfig, spec: str, seed: int, files, backbones, device: str, log
+    cfg: DemoConfig, spec: str, seed: int, files, backbones, swapped_data: Path, device: str, log
 ) -> dict:
-    """Two-stage training of one projector with one seed, then the held-out scores. Cached."""
+    """Two-stage training of one projector with one seed, then the held-out scores. Cached.
+
+    `swapped_data`: the held-out questions paired with other scenes' images (`demo.swapped`).
+    """
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
-    from decovlm.demo.swapped import write_swapped_questions
     from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
     from decovlm.train import train
 
@@ -132,7 +134,6 @@ def train_and_evaluate(
     generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=b.max_new_tokens)
     scores = evaluate_synthetic(generate, files.root, run_dir / "eval", limit=b.eval_questions)
     # The same questions about another scene's image: how much of the score the image earned.
-    swapped_data = write_swapped_questions(files.root, run_dir / "swapped_data")
     swapped = evaluate_synthetic(
         generate, swapped_data, run_dir / "eval_swapped", limit=b.eval_questions
     )
@@ -202,6 +203,7 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     """Run (or resume) the whole comparison and write REPORT.md / report.json; returns the report."""
     from decovlm.demo.figure import draw_paper_figure
     from decovlm.demo.report import build_report, write_report
+    from decovlm.demo.swapped import write_swapped_questions
 
     log = log or _timed_log(time.perf_counter())
     out = Path(cfg.out_dir)
@@ -213,8 +215,9 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     files, backbones = prepare_world(cfg, out, device, log)
+    swapped_data = write_swapped_questions(files.root, out / "swapped_data")
     results = [
-        train_and_evaluate(cfg, spec, seed, files, backbones, device, log)
+        train_and_evaluate(cfg, spec, seed, files, backbones, swapped_data, device, log)
         for spec in cfg.projectors
         for seed in range(cfg.seeds)
     ]

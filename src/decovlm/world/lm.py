@@ -7,13 +7,13 @@ LLaVA. Reports the final training loss and the loss on held-out eval questions.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+
+from decovlm.world.optim import pretrain
 
 
 @dataclass
@@ -126,29 +126,17 @@ def train_lm(
     model = LlamaForCausalLM(llama_config(spec, tokenizer)).to(device)
     seqs = _encode(tokenizer, train_docs, spec.max_length, spec.answer_loss)
     heldout = _encode(tokenizer, heldout_docs, spec.max_length, spec.answer_loss)
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01)
-    warmup = max(1, spec.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
-        ),
-    )
     gen = torch.Generator().manual_seed(seed)
-    loss_value = float("nan")
-    model.train()
-    bar = tqdm(range(spec.steps), desc="language model", disable=not progress, leave=False)
-    for _ in bar:
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(0, len(seqs), (spec.batch_size,), generator=gen).tolist()
         ids, mask, labels = _batch([seqs[i] for i in idx], tokenizer.pad_token_id, device)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        loss_value = loss.item()
-        bar.set_postfix(loss=f"{loss_value:.3f}")
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    model.train()
+    loss_value = pretrain(
+        model.parameters(), step_loss, spec.steps, spec.lr, "language model", progress
+    )
     metrics = {
         "train_loss": round(loss_value, 4),
         "heldout_loss": round(mean_loss(model, heldout, tokenizer.pad_token_id, device), 4),

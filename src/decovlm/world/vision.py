@@ -11,14 +11,13 @@ penultimate-layer feature on held-out scenes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from decovlm.world.optim import pretrain
 from decovlm.world.render import patch_labels, render_scene
 from decovlm.world.scene import COLOURS, SHAPES, SIZES, WorldConfig, sample_scene
 
@@ -176,29 +175,15 @@ def train_vision(
     model = CLIPVisionModel(clip_config(spec, config.image_size)).to(device)
     heads = _Heads(spec.hidden_size).to(device)
     params = list(model.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.01)
-    warmup = max(1, spec.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / spec.steps)))
-        ),
-    )
     gen = torch.Generator().manual_seed(seed)
-    model.train()
-    loss_value = float("nan")
-    bar = tqdm(range(spec.steps), desc="vision encoder", disable=not progress, leave=False)
-    for _ in bar:
+
+    def step_loss() -> torch.Tensor:
         idx = torch.randint(0, spec.scenes, (spec.batch_size,), generator=gen)
         out = model(pixel_values=data.pixels[idx].to(device), output_hidden_states=True)
-        loss = heads.loss(out, data, idx, spec.shape_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        loss_value = loss.item()
-        bar.set_postfix(loss=f"{loss_value:.3f}")
+        return heads.loss(out, data, idx, spec.shape_weight)
+
+    model.train()
+    loss_value = pretrain(params, step_loss, spec.steps, spec.lr, "vision encoder", progress)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
