@@ -42,6 +42,10 @@ class VisionSpec:
     # Weight of the per-patch shape heads' loss: shape is the hard attribute (colour is read off
     # one pixel), and most questions need it, so it gets a larger share of the gradient.
     shape_weight: float = 1.0
+    # Weight of the per-patch geometry heads' loss (0 = off): the share of its object's area a
+    # patch holds (it sums to 1 over an object, so the mean over patches counts objects) and the
+    # object's normalised box (so a box can be read off any patch of the object).
+    geometry_weight: float = 0.0
 
 
 def clip_config(spec: VisionSpec, image_size: int):
@@ -92,6 +96,7 @@ class PatchData:
     shape: torch.Tensor  # (N, g*g)
     size: torch.Tensor  # (N, g*g)
     present: torch.Tensor  # (N, colours * shapes) multi-hot
+    geometry: torch.Tensor  # (N, g*g, 5) share of the owner's area, owner's box; 0 on background
 
 
 def _patch_targets(objs, owner: np.ndarray, attr: str, names) -> np.ndarray:
@@ -100,10 +105,26 @@ def _patch_targets(objs, owner: np.ndarray, attr: str, names) -> np.ndarray:
     return np.asarray(ids)[owner]  # owner -1 picks the trailing background id
 
 
+def _patch_geometry(rendered, owner: np.ndarray, patch: int) -> np.ndarray:
+    """(g*g, 5): each patch's share of its owner object's visible area, and the owner's box."""
+    s = rendered.labels.shape[0]
+    g = s // patch
+    blocks = rendered.labels.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, -1)
+    out = np.zeros((g * g, 5), dtype=np.float32)
+    owned = np.flatnonzero(owner >= 0)
+    pixels = np.array([(blocks[k] == owner[k]).sum() for k in owned], dtype=np.float32)
+    for k, n in zip(owned, pixels):
+        i = int(owner[k])
+        # Normalised over the patches the object owns, so the shares of an object sum to 1.
+        out[k, 0] = n / pixels[owner[owned] == i].sum()
+        out[k, 1:] = rendered.normalized_box(i)
+    return out
+
+
 def render_patch_data(
     seed: int, split: str, start: int, count: int, config: WorldConfig, patch: int
 ) -> PatchData:
-    images, colour, shape, size, present = [], [], [], [], []
+    images, colour, shape, size, present, geometry = [], [], [], [], [], []
     for i in range(start, start + count):
         rendered = render_scene(sample_scene(seed, split, i, config))
         objs = rendered.scene.objects
@@ -111,6 +132,7 @@ def render_patch_data(
         colour.append(_patch_targets(objs, owner, "colour", COLOURS))
         shape.append(_patch_targets(objs, owner, "shape", SHAPES))
         size.append(_patch_targets(objs, owner, "size", SIZES))
+        geometry.append(_patch_geometry(rendered, owner, patch))
         hot = np.zeros(len(COLOURS) * len(SHAPES), dtype=np.float32)
         for o in objs:
             hot[list(COLOURS).index(o.colour) * len(SHAPES) + SHAPES.index(o.shape)] = 1.0
@@ -126,26 +148,33 @@ def render_patch_data(
         as_long(shape),
         as_long(size),
         torch.from_numpy(np.stack(present)),
+        torch.from_numpy(np.stack(geometry)),
     )
 
 
 class _Heads(nn.Module):
     """Throw-away training heads on the last two layers' patch features and the pooled CLS."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, geometry: bool = False):
         super().__init__()
         self.patch = nn.ModuleList(
             nn.ModuleDict({
                 "colour": nn.Linear(hidden, len(COLOURS) + 1),
                 "shape": nn.Linear(hidden, len(SHAPES) + 1),
                 "size": nn.Linear(hidden, len(SIZES) + 1),
+                **({"geometry": nn.Linear(hidden, 5)} if geometry else {}),
             })
             for _ in range(2)
         )  # fmt: skip
         self.present = nn.Linear(hidden, len(COLOURS) * len(SHAPES))
 
     def loss(
-        self, out, data: PatchData, idx: torch.Tensor, shape_weight: float = 1.0
+        self,
+        out,
+        data: PatchData,
+        idx: torch.Tensor,
+        shape_weight: float = 1.0,
+        geometry_weight: float = 0.0,
     ) -> torch.Tensor:
         ce = nn.functional.cross_entropy
         total = nn.functional.binary_cross_entropy_with_logits(
@@ -155,6 +184,11 @@ class _Heads(nn.Module):
             feats = feats[:, 1:]  # drop CLS: one feature per patch, row-major
             for name, head in heads.items():
                 target = getattr(data, name)[idx].to(feats.device)
+                if name == "geometry":  # object patches only: background has no box
+                    on = data.colour[idx].to(feats.device) < len(COLOURS)
+                    err = (head(feats) - target).pow(2).mean(-1)
+                    total = total + geometry_weight * err[on].mean() * 100  # ~unit scale
+                    continue
                 weight = shape_weight if name == "shape" else 1.0
                 total = total + weight * ce(head(feats).flatten(0, 1), target.flatten())
         return total
@@ -173,14 +207,14 @@ def train_vision(
     torch.manual_seed(seed)
     data = render_patch_data(seed, "train", 0, spec.scenes, config, spec.patch_size)
     model = CLIPVisionModel(clip_config(spec, config.image_size)).to(device)
-    heads = _Heads(spec.hidden_size).to(device)
+    heads = _Heads(spec.hidden_size, spec.geometry_weight > 0).to(device)
     params = list(model.parameters()) + list(heads.parameters())
     gen = torch.Generator().manual_seed(seed)
 
     def step_loss() -> torch.Tensor:
         idx = torch.randint(0, spec.scenes, (spec.batch_size,), generator=gen)
         out = model(pixel_values=data.pixels[idx].to(device), output_hidden_states=True)
-        return heads.loss(out, data, idx, spec.shape_weight)
+        return heads.loss(out, data, idx, spec.shape_weight, spec.geometry_weight)
 
     model.train()
     loss_value = pretrain(params, step_loss, spec.steps, spec.lr, "vision encoder", progress)
@@ -239,4 +273,17 @@ def probe(
         result[f"{name}_chance"] = round(1.0 / n_classes, 4)
         result[f"{name}_majority"] = round(float(torch.bincount(y).max()) / max(len(y), 1), 4)
         result[f"{name}_test_patches"] = int(len(y))
+    # Geometry: a least-squares linear read-out of the owner's box and the patch's area share,
+    # scored as mean absolute error against predicting the training mean (the no-feature baseline).
+    on_train, on_test = train.colour.flatten() < len(COLOURS), test.colour.flatten() < len(COLOURS)
+    g_train, g_test = train.geometry.flatten(0, 1)[on_train], test.geometry.flatten(0, 1)[on_test]
+    x_train = torch.cat([f_train[on_train], torch.ones(int(on_train.sum()), 1)], 1)
+    x_test = torch.cat([f_test[on_test], torch.ones(int(on_test.sum()), 1)], 1)
+    w = torch.linalg.lstsq(x_train, g_train).solution
+    err = (x_test @ w - g_test).abs()
+    base = (g_train.mean(0) - g_test).abs()
+    result["box_mae"] = round(float(err[:, 1:].mean()), 4)
+    result["box_mae_baseline"] = round(float(base[:, 1:].mean()), 4)
+    result["share_mae"] = round(float(err[:, 0].mean()), 4)
+    result["share_mae_baseline"] = round(float(base[:, 0].mean()), 4)
     return result
