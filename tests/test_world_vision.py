@@ -42,3 +42,8 @@ def test_geometry_heads_make_boxes_linearly_readable():
     # Without the heads nothing asks the features to keep where the object is.
     assert results[1.0]["box_mae"] < 0.8 * results[1.0]["box_mae_baseline"]
     assert results[1.0]["box_mae"] < results[0.0]["box_mae"]
+
+
+def test_negative_geometry_weight_is_refused():
+    with pytest.raises(ValueError, match="geometry_weight"):
+        train_vision(VisionSpec(**TINY, geometry_weight=-1.0), WorldConfig(), 0, progress=False)

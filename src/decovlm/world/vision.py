@@ -204,6 +204,8 @@ def train_vision(
     """Pretrain the encoder on `spec.scenes` training scenes; returns (model, final loss)."""
     from transformers import CLIPVisionModel
 
+    if spec.geometry_weight < 0:
+        raise ValueError(f"VisionSpec.geometry_weight must be >= 0, got {spec.geometry_weight}")
     torch.manual_seed(seed)
     data = render_patch_data(seed, "train", 0, spec.scenes, config, spec.patch_size)
     model = CLIPVisionModel(clip_config(spec, config.image_size)).to(device)
