@@ -98,6 +98,8 @@ def test_patch_labels_majority_owner():
     labels[8:10, 8:16] = 1  # 16 of 64 pixels of patch (1, 1): exactly the 25 % threshold
     labels[0:1, 8:16] = 1  # 8 of 64 pixels: below it
     assert patch_labels(labels, 8).tolist() == [[0, -1], [-1, 1]]
+    with pytest.raises(ValueError, match="image size 16 is not a multiple of the patch size 5"):
+        patch_labels(labels, 5)
 
 
 def test_train_and_eval_compositions_are_disjoint():
@@ -211,7 +213,7 @@ def test_count_questions_are_balanced_between_present_and_absent():
     # Zero must be as likely as not, or "1" wins from the question's words alone (VQA v2's lesson).
     for i in range(20):
         r = render_scene(sample_scene(3, "train", i))
-        counts = [qa for qa in all_questions(r, np.random.default_rng(i))["count"]]
+        counts = all_questions(r, np.random.default_rng(i))["count"]
         for kind, vocabulary in (("count_colour", COLOURS), ("count_shape", SHAPES)):
             answers = [qa.answer for qa in counts if qa.kind == kind]
             present = len(answers) - answers.count("0")

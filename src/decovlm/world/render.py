@@ -145,14 +145,20 @@ def render_scene(scene: Scene) -> RenderedScene:
     return RenderedScene(scene, Image.fromarray(pixels), labels, masks, boxes)
 
 
-def patch_labels(labels: np.ndarray, patch: int, min_cover: float = 0.25) -> np.ndarray:
-    """(g, g) index of the object covering most of each patch, -1 where it covers < min_cover."""
+def patch_blocks(labels: np.ndarray, patch: int) -> np.ndarray:
+    """(g, g, patch*patch): the pixel labels of each patch, patches in row-major order."""
     s = labels.shape[0]
     if s % patch:
         raise ValueError(f"image size {s} is not a multiple of the patch size {patch}")
     g = s // patch
+    return labels.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g, g, patch * patch)
+
+
+def patch_labels(labels: np.ndarray, patch: int, min_cover: float = 0.25) -> np.ndarray:
+    """(g, g) index of the object covering most of each patch, -1 where it covers < min_cover."""
+    blocks = patch_blocks(labels, patch)
+    g = blocks.shape[0]
     n_obj = int(labels.max()) + 1
-    blocks = labels.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g, g, patch * patch)
     if n_obj <= 0:
         return np.full((g, g), -1, dtype=np.int64)
     counts = np.stack([(blocks == k).sum(-1) for k in range(n_obj)], axis=-1)  # (g, g, n_obj)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from decovlm.world.optim import pretrain
-from decovlm.world.render import patch_labels, render_scene
+from decovlm.world.render import patch_blocks, patch_labels, render_scene
 from decovlm.world.scene import COLOURS, SHAPES, SIZES, WorldConfig, sample_scene
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
@@ -106,18 +106,21 @@ def _patch_targets(objs, owner: np.ndarray, attr: str, names) -> np.ndarray:
 
 
 def _patch_geometry(rendered, owner: np.ndarray, patch: int) -> np.ndarray:
-    """(g*g, 5): each patch's share of its owner object's visible area, and the owner's box."""
-    s = rendered.labels.shape[0]
-    g = s // patch
-    blocks = rendered.labels.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, -1)
-    out = np.zeros((g * g, 5), dtype=np.float32)
+    """(g*g, 5): each patch's share of its owner object's area, and the owner's box.
+
+    The share is normalised over the patches the object owns, so an object's shares sum to 1.
+    """
+    blocks = patch_blocks(rendered.labels, patch).reshape(len(owner), -1)
+    out = np.zeros((len(owner), 5), dtype=np.float32)
     owned = np.flatnonzero(owner >= 0)
-    pixels = np.array([(blocks[k] == owner[k]).sum() for k in owned], dtype=np.float32)
-    for k, n in zip(owned, pixels):
-        i = int(owner[k])
-        # Normalised over the patches the object owns, so the shares of an object sum to 1.
-        out[k, 0] = n / pixels[owner[owned] == i].sum()
-        out[k, 1:] = rendered.normalized_box(i)
+    if not len(owned):
+        return out
+    ids = owner[owned]
+    pixels = (blocks[owned] == ids[:, None]).sum(1).astype(np.float32)
+    totals = np.bincount(ids, weights=pixels)
+    boxes = np.array([rendered.normalized_box(i) for i in range(len(rendered.boxes))])
+    out[owned, 0] = pixels / totals[ids]
+    out[owned, 1:] = boxes[ids]
     return out
 
 
