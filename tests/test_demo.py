@@ -79,7 +79,9 @@ def test_claims_are_computed_from_the_numbers():
     verdicts = {c["claim"]: c["verdict"] for c in claims(rows, chance, 16)}
     assert all(v == "held" for k, v in verdicts.items() if "beats the Q-Former" in k)
     assert verdicts["DeCo has fewer trainable projector parameters than the Q-Former"] == "held"
-    assert any("learns every task above chance" in k and v == "held" for k, v in verdicts.items())
+    assert any(
+        "learns every task clearly above chance" in k and v == "held" for k, v in verdicts.items()
+    )
     assert any(
         "keeps the non-compressive" in k and v == "did not hold" for k, v in verdicts.items()
     )
@@ -131,9 +133,29 @@ def test_swapped_questions_never_keep_their_own_image(tmp_path):
 def test_report_warns_when_the_sanity_check_fails():
     from decovlm.demo.tables import _caveat
 
-    failed = {"claims": [{"claim": "Sanity: ...", "held": False}]}
+    failed = {"claims": [{"claim": "Sanity: ...", "held": False, "not_learned": ["localization"]}]}
     held = {"claims": [{"claim": "Sanity: ...", "held": True}]}
     assert "not evidence" in _caveat(failed)[0] and _caveat(held) == []
+    assert "every task (localization) clearly" in _caveat(failed)[0]
+
+
+def test_every_task_claim_needs_a_clear_gap_over_chance_and_the_swapped_image():
+    chance = dict.fromkeys(("vqa", "count", "localization", "yesno", "multiple_choice"), 30.0)
+    full = _row("mlp2x_gelu", 60, tokens=64)
+    for cat in ("vqa", "count", "localization", "yesno", "multiple_choice"):
+        full["swapped_" + cat] = (40.0, 0.0)
+    full["localization"], full["swapped_localization"] = (3.3, 0.0), (3.3, 0.0)
+    chance["localization"] = 1.7  # above chance by 1.6 points: one question of 60, not learned
+    sanity = [c for c in claims([full], chance, 16) if "every task" in c["claim"]][0]
+    assert sanity["verdict"] == "did not hold" and sanity["not_learned"] == ["localization"]
+    assert "localization 3.3 (chance 1.7, another scene's image 3.3)" in sanity["evidence"]
+    full["localization"] = (12.0, 0.0)  # clear of chance, but the swapped image scores as well
+    full["swapped_localization"] = (10.0, 0.0)
+    sanity = [c for c in claims([full], chance, 16) if "every task" in c["claim"]][0]
+    assert sanity["not_learned"] == ["localization"]
+    full["swapped_localization"] = (3.3, 0.0)
+    sanity = [c for c in claims([full], chance, 16) if "every task" in c["claim"]][0]
+    assert sanity["verdict"] == "held" and "not learned" not in sanity["evidence"]
 
 
 def test_curve_auc_and_projector_choice():

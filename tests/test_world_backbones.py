@@ -87,6 +87,51 @@ def test_probe_above_chance_and_metrics(built):
     assert probe["colour_accuracy"] > 2 * probe["colour_chance"]
     assert probe["colour_accuracy"] > probe["colour_majority"]
     assert metrics["llm"]["heldout_loss"] > 0 and metrics["llm"]["train_loss"] > 0
+    assert 0.0 <= metrics["llm"]["heldout_answer_accuracy"] <= 1.0
+
+
+def test_lm_corpus_puts_the_caption_where_the_image_goes(built):
+    from decovlm.world import WorldConfig, load_world_meta, sample_scene
+    from decovlm.world.tasks import caption
+    from decovlm.world.tokenizer import world_corpus
+
+    root, _ = built
+    meta = load_world_meta(root)
+    config = WorldConfig(**meta["config"])
+    plain, plain_held = world_corpus(root)
+    train, held = world_corpus(root, context="caption")
+    captions = len(json.loads((root / "align.json").read_text()))
+    assert len(train) == len(plain) - captions and len(held) == len(plain_held)  # no caption docs
+    assert not any("<image>" in doc for doc in train + held + plain + plain_held)
+    first = json.loads((root / "finetune.json").read_text())[0]
+    question = first["conversations"][0]["value"].replace("<image>\n", "")
+    scene = sample_scene(meta["seed"], "train", 0, config)
+    assert train[0].startswith(f"USER: {caption(scene)}\n{question} ASSISTANT:")
+    assert any(doc.startswith(f"USER: {question}") for doc in plain)  # no context: dropped
+    eval_scene = sample_scene(meta["seed"], "eval", 0, config)
+    assert held[0].startswith(f"USER: {caption(eval_scene)}\n")
+    assert not plain_held[0].startswith(f"USER: {caption(eval_scene)}")
+    with pytest.raises(ValueError, match="context must be one of"):
+        world_corpus(root, context="pixels")
+
+
+def test_heldout_scores_count_a_document_right_only_when_every_answer_token_is():
+    import torch
+
+    from decovlm.world.lm import heldout_scores
+
+    class NextToken(torch.nn.Module):  # predicts the true next token everywhere
+        def forward(self, input_ids, attention_mask):
+            nxt = torch.roll(input_ids, -1, dims=1)
+            return type("Out", (), {"logits": 20.0 * torch.nn.functional.one_hot(nxt, 16).float()})
+
+    ids = torch.tensor([1, 5, 6, 7, 2])
+    right = (ids, torch.tensor([-100, -100, 6, 7, 2]))
+    wrong = (ids, torch.tensor([-100, -100, 6, 9, 2]))  # one answer token the model does not say
+    loss, accuracy = heldout_scores(NextToken(), [right, right], pad_id=0, device="cpu")
+    assert accuracy == 1.0 and loss < 1e-3
+    _, accuracy = heldout_scores(NextToken(), [right, wrong], pad_id=0, device="cpu")
+    assert accuracy == 0.5
 
 
 def test_rerun_reuses_and_changed_settings_retrain(built):

@@ -38,6 +38,8 @@ def _read_stamped(path: Path, stamp: str) -> dict | None:
 
 
 def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, Any]:
+    import torch
+
     from decovlm.world import generate_world, prepare_backbones
     from decovlm.world.scene import WORLD_VERSION
     from decovlm.world.writer import WorldFiles
@@ -68,7 +70,12 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
         )
         atomic_write_json(stamp_file, {"stamp": stamp})
     log(f"backbones: tokenizer, vision encoder and LM ({b.backbones} budget)")
-    backbones = prepare_backbones(world_dir, budget=b.backbones, seed=cfg.world_seed, device=device)
+    # The demo has the machine to itself: the backbones use the same threads as the MLLM stages
+    # (at most 4; these models are too small for more to help).
+    threads = cfg.threads or min(4, torch.get_num_threads())
+    backbones = prepare_backbones(
+        world_dir, budget=b.backbones, seed=cfg.world_seed, device=device, threads=threads
+    )
     return files, backbones
 
 

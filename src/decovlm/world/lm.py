@@ -1,8 +1,9 @@
 """The world's small causal LM: an HF `LlamaForCausalLM` pretrained on the world's text.
 
-It reads captions and question/answer dialogues (chat template, images removed), so it knows
-the vocabulary and the USER/ASSISTANT format before the MLLM stages, the way Vicuna does for
-LLaVA. Reports the final training loss and the loss on held-out eval questions.
+It reads the world's question/answer dialogues in the chat template with the scene's caption
+where the image will be (`LMSpec.context`), so before the MLLM stages it knows the vocabulary,
+the USER/ASSISTANT format and how to answer from its context, the way Vicuna does for LLaVA.
+Reports the final training loss, and the loss and answer accuracy on held-out eval questions.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ class LMSpec:
     batch_size: int = 32
     lr: float = 3e-3
     max_length: int = 512  # longest single document kept (a scene description + 3-5 turns fit)
-    # Loss on the assistant answers (and whole captions) only, not on questions or a scene
-    # description's box digits (for `world_corpus(scene_context=True)`; off by default).
+    # Loss on the assistant answers (and whole captions) only, not on the questions or the
+    # scene description in their context (the LM should learn to answer, not to guess scenes).
     answer_loss: bool = False
+    # What stands where the image goes in the chat documents (`world_corpus`): "none",
+    # "caption" (the LM learns to answer from a description in its context) or "scene".
+    context: str = "none"
 
 
 def llama_config(spec: LMSpec, tokenizer):
@@ -90,12 +94,16 @@ def _batch(seqs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, device: s
 
 
 @torch.no_grad()
-def mean_loss(
+def heldout_scores(
     model, seqs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, device: str, batch: int = 64
-) -> float:
-    """Token-weighted mean next-token loss over the labelled tokens of documents."""
+) -> tuple[float, float]:
+    """(token-weighted mean loss, share of documents with every labelled token right).
+
+    With `answer_loss` a held-out question's only labels are its answer, so the second number is
+    the answer accuracy (teacher-forced) - from the context when there is one.
+    """
     model.eval()
-    total, count = 0.0, 0
+    total, count, right = 0.0, 0, 0
     for k in range(0, len(seqs), batch):
         ids, mask, labels = _batch(seqs[k : k + batch], pad_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
@@ -105,7 +113,8 @@ def mean_loss(
         )
         total += float(loss)
         count += int((target != -100).sum())
-    return total / max(count, 1)
+        right += int(((logits.argmax(-1) == target) | (target == -100)).all(dim=1).sum())
+    return total / max(count, 1), right / max(len(seqs), 1)
 
 
 def train_lm(
@@ -137,9 +146,11 @@ def train_lm(
     loss_value = pretrain(
         model.parameters(), step_loss, spec.steps, spec.lr, "language model", progress
     )
+    heldout_loss, heldout_accuracy = heldout_scores(model, heldout, tokenizer.pad_token_id, device)
     metrics = {
         "train_loss": round(loss_value, 4),
-        "heldout_loss": round(mean_loss(model, heldout, tokenizer.pad_token_id, device), 4),
+        "heldout_loss": round(heldout_loss, 4),
+        "heldout_answer_accuracy": round(heldout_accuracy, 4),
         "heldout_docs": len(heldout),
         "train_docs": len(seqs),
         "train_tokens": sum(len(s) for s, _ in seqs),

@@ -58,13 +58,7 @@ def chat_text(
 
 
 def scene_text(rendered) -> str:
-    """The scene in words, where the image will be: every object with its box, left to right.
-
-    The LM is pretrained to answer the world's questions from this description in its context,
-    the way a real LLM answers from a passage. In the MLLM the projector's visual tokens take the
-    description's place, so the LLM's job is to read the same facts off the image tokens; without
-    this a 2-layer LM never learns in minutes to look back at its context at all.
-    """
+    """The scene in words with every object's box, left to right (the `scene` context)."""
     from decovlm.world.tasks import describe, format_box
 
     objs = rendered.scene.objects
@@ -75,10 +69,15 @@ def scene_text(rendered) -> str:
     )
 
 
-def _scene_texts(root: Path, split: str) -> dict[str, str]:
-    """scene_id -> scene_text for every scene of a split that has an image in the world."""
+# What stands where the image will be in the LM's pretraining documents (`world_corpus`).
+CONTEXTS = ("none", "caption", "scene")
+
+
+def _scene_contexts(root: Path, split: str, context: str) -> dict[str, str]:
+    """scene_id -> the scene in words (its caption, or `scene_text` with boxes) for a split."""
     from decovlm.world.render import render_scene
     from decovlm.world.scene import WorldConfig, sample_scene
+    from decovlm.world.tasks import caption
     from decovlm.world.writer import load_world_meta
 
     meta = load_world_meta(root)
@@ -86,8 +85,10 @@ def _scene_texts(root: Path, split: str) -> dict[str, str]:
     count = meta["counts"]["train_scenes" if split == "train" else "eval_scenes"]
     texts = {}
     for i in range(count):
-        rendered = render_scene(sample_scene(meta["seed"], split, i, config))
-        texts[rendered.scene.scene_id] = scene_text(rendered)
+        scene = sample_scene(meta["seed"], split, i, config)
+        texts[scene.scene_id] = (
+            caption(scene) if context == "caption" else scene_text(render_scene(scene))
+        )
     return texts
 
 
@@ -102,41 +103,48 @@ def _turns(record: dict, path: Path) -> list[tuple[str, str]]:
     return [(convs[k]["value"], convs[k + 1]["value"]) for k in range(0, len(convs), 2)]
 
 
-def world_corpus(world_dir: str | Path, scene_context: bool = False) -> tuple[list[str], list[str]]:
+def world_corpus(world_dir: str | Path, context: str = "none") -> tuple[list[str], list[str]]:
     """(train documents, held-out documents) of plain text for tokenizer and LM pretraining.
 
-    Train: every caption as a sentence, and every finetune conversation in chat form with the
-    image placeholder removed (the LM learns the words and the dialogue format, not the images).
-    Held-out: the eval questions with their answers, in chat form. With `scene_context` the scene
-    is described in words where the image goes (`scene_text`), so the LM learns to answer from
-    its context. Off by default: measured on the default world it made the MLLM worse (held-out
-    VQA 27.5% vs 41.7% with the plain corpus; a 2-layer LM does not learn to read a ~250-token
-    context in the default budget's 400 steps).
+    Train: every finetune conversation in chat form (and, without a context, every caption as a
+    sentence). Held-out: the eval questions with their answers, in chat form. `context` says
+    what stands where the image goes:
+    - "none": nothing (the image placeholder is removed); the LM learns the words, the dialogue
+      format and the answers' priors, not how to find an answer in its context.
+    - "caption": the scene's caption, so the LM learns to answer the world's questions from a
+      description in its context, the way a real LLM answers from a passage. In the MLLM the
+      projector's visual tokens take the caption's place: reading the answer off the context is
+      then a skill the LLM already has (the paper's premise: the LLM abstracts, the projector
+      only hands over the patches). Measured in docs/world_learnability.md (fourth round).
+    - "scene": every object with its box (`scene_text`); ~250 tokens a scene, too long for the
+      2-layer LM to learn to read in minutes.
     """
+    if context not in CONTEXTS:
+        raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
     root = Path(world_dir)
     train: list[str] = []
     align_path, finetune_path = root / "align.json", root / "finetune.json"
-    for rec in _read_json(align_path):
-        train += [answer for _, answer in _turns(rec, align_path)]
-    contexts = _scene_texts(root, "train") if scene_context else {}
+    if context == "none":
+        # With a context every conversation already carries its scene in words; repeating the
+        # captions as documents would halve the conversations the LM's steps see.
+        for rec in _read_json(align_path):
+            train += [answer for _, answer in _turns(rec, align_path)]
+    contexts = _scene_contexts(root, "train", context) if context != "none" else {}
     for rec in _read_json(finetune_path):
-        context = contexts.get(rec.get("id")) if scene_context else None
-        train.append(chat_text(_turns(rec, finetune_path), drop_image=True, context=context))
+        ctx = contexts.get(rec.get("id"))
+        train.append(chat_text(_turns(rec, finetune_path), drop_image=True, context=ctx))
     questions = root / "eval" / "questions.jsonl"
     if not questions.exists():
         raise FileNotFoundError(f"{questions} not found: write the world with `decovlm world`")
     heldout = []
-    eval_contexts = _scene_texts(root, "eval") if scene_context else {}
+    eval_contexts = _scene_contexts(root, "eval", context) if context != "none" else {}
     for n, line in enumerate(questions.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
                 q = json.loads(line)
-                if scene_context:
-                    context = eval_contexts.get(q.get("scene_id"), "")
-                    text = chat_text([(f"{IMAGE}\n{q['text']}", q["answer"])], context=context)
-                else:
-                    text = chat_text([(q["text"], q["answer"])])
-                heldout.append(text)
+                ctx = eval_contexts.get(q.get("scene_id"))
+                turn = (f"{IMAGE}\n{q['text']}" if ctx is not None else q["text"], q["answer"])
+                heldout.append(chat_text([turn], context=ctx))
             except (json.JSONDecodeError, KeyError) as err:
                 raise ValueError(
                     f"{questions}: line {n} is not a question record ({err})"
