@@ -136,7 +136,9 @@ def test_report_warns_when_the_sanity_check_fails():
     failed = {"claims": [{"claim": "Sanity: ...", "held": False, "not_learned": ["localization"]}]}
     held = {"claims": [{"claim": "Sanity: ...", "held": True}]}
     assert "not evidence" in _caveat(failed)[0] and _caveat(held) == []
-    assert "every task (localization) clearly" in _caveat(failed)[0]
+    assert "these tasks from the image in this run: localization." in _caveat(failed)[0]
+    only_image = {"claims": [{"claim": "Sanity: ...", "held": False}]}
+    assert "barely depend on the image" in _caveat(only_image)[0]
 
 
 def test_every_task_claim_needs_a_clear_gap_over_chance_and_the_swapped_image():
