@@ -126,10 +126,10 @@ def _learned_every_task(full: dict, chance: dict[str, float]) -> dict:
         if own != own:  # not measured (NaN)
             continue
         swapped = full.get("swapped_" + c, (float("nan"), 0.0))[0]
-        beats_swapped = swapped != swapped or own - swapped > TASK_GAP  # NaN: not measured
-        if not (own - chance.get(c, 0) > TASK_GAP and beats_swapped):
+        measured = swapped == swapped  # not NaN
+        if not (own - chance.get(c, 0) > TASK_GAP and (not measured or own - swapped > TASK_GAP)):
             missed.append(c)
-        sw = f", another scene's image {swapped:.1f}" if swapped == swapped else ""
+        sw = f", another scene's image {swapped:.1f}" if measured else ""
         parts.append(f"{c} {own:.1f} (chance {chance.get(c, 0):.1f}{sw})")
     evidence = "; ".join(parts) + (f"; not learned: {', '.join(missed)}" if missed else "")
     return {

@@ -74,7 +74,12 @@ CONTEXTS = ("none", "caption", "scene")
 
 
 def _scene_contexts(root: Path, split: str, context: str) -> dict[str, str]:
-    """scene_id -> the scene in words (its caption, or `scene_text` with boxes) for a split."""
+    """scene_id -> the scene in words (its caption, or `scene_text` with boxes) for a split.
+
+    Empty for the "none" context (nothing stands where the image goes).
+    """
+    if context == "none":
+        return {}
     from decovlm.world.render import render_scene
     from decovlm.world.scene import WorldConfig, sample_scene
     from decovlm.world.tasks import caption
@@ -129,7 +134,7 @@ def world_corpus(world_dir: str | Path, context: str = "none") -> tuple[list[str
         # captions as documents would halve the conversations the LM's steps see.
         for rec in _read_json(align_path):
             train += [answer for _, answer in _turns(rec, align_path)]
-    contexts = _scene_contexts(root, "train", context) if context != "none" else {}
+    contexts = _scene_contexts(root, "train", context)
     for rec in _read_json(finetune_path):
         ctx = contexts.get(rec.get("id"))
         train.append(chat_text(_turns(rec, finetune_path), drop_image=True, context=ctx))
@@ -137,7 +142,7 @@ def world_corpus(world_dir: str | Path, context: str = "none") -> tuple[list[str
     if not questions.exists():
         raise FileNotFoundError(f"{questions} not found: write the world with `decovlm world`")
     heldout = []
-    eval_contexts = _scene_contexts(root, "eval", context) if context != "none" else {}
+    eval_contexts = _scene_contexts(root, "eval", context)
     for n, line in enumerate(questions.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
