@@ -134,6 +134,38 @@ def test_heldout_scores_count_a_document_right_only_when_every_answer_token_is()
     assert accuracy == 0.5
 
 
+def test_length_grouped_batches_cut_padding_and_still_cover_every_document():
+    import torch
+
+    from decovlm.world.lm import length_grouped_batches
+
+    lengths = [
+        int(n) for n in torch.randint(80, 240, (500,), generator=torch.Generator().manual_seed(1))
+    ]
+    batches = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(0))
+    drawn = [next(batches) for _ in range(200)]
+    assert all(len(b) == 32 for b in drawn)
+    seen = {i for b in drawn for i in b}
+    assert len(seen) > 0.95 * len(lengths)  # still a random draw over the whole corpus
+
+    def padded(batch):  # tokens computed when every row is padded to the batch's longest
+        return 32 * max(lengths[i] for i in batch)
+
+    real = sum(lengths[i] for b in drawn for i in b)
+    random_draw = torch.Generator().manual_seed(0)
+    plain = [torch.randint(0, 500, (32,), generator=random_draw).tolist() for _ in range(200)]
+    assert (
+        real / sum(map(padded, drawn))
+        > 0.9
+        > sum(lengths[i] for b in plain for i in b) / sum(map(padded, plain))
+    )
+    # Same seed, same batches: a rerun of the LM's pretraining sees the same data.
+    again = length_grouped_batches(lengths, 32, torch.Generator().manual_seed(0))
+    assert [next(again) for _ in range(5)] == drawn[:5]
+    with pytest.raises(ValueError, match="at least one document"):
+        next(length_grouped_batches([], 4, torch.Generator()))
+
+
 def test_rerun_reuses_and_changed_settings_retrain(built):
     root, paths = built
     stamp = (paths.vision / "decovlm_stamp.json").read_text()

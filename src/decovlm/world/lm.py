@@ -93,7 +93,9 @@ def _batch(seqs: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int, device: s
     return ids.to(device), mask.to(device), labels.to(device)
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, gen: torch.Generator, group: int = 16):
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, gen: torch.Generator, group: int = 16
+):
     """Endless random batches of documents of similar length (the idea of HF's `group_by_length`).
 
     Padding every row to the longest of 32 random documents wasted 29% of the LM's pretraining
