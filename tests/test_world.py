@@ -92,6 +92,37 @@ def test_larger_images_and_bad_config():
         sample_scene(0, "test", 0)
 
 
+def test_position_grid_puts_centres_on_the_lattice():
+    config = WorldConfig(position_grid=8, position_jitter=1.0)
+    cell = config.image_size / 8
+    for i in range(20):
+        scene = sample_scene(0, "train", i, config)
+        assert len(scene.objects) >= config.min_objects
+        for obj in scene.objects:
+            for c in (obj.cx, obj.cy):
+                # Within the jitter of a cell centre, and never off the image.
+                assert abs(c - cell * (np.floor(c / cell) + 0.5)) <= 1.0 + 1e-6
+                assert obj.radius <= c <= config.image_size - obj.radius
+        assert render_scene(scene).image.size == (64, 64)
+    # Off by default: free placement puts centres between cell centres too.
+    free = [o.cx for i in range(20) for o in sample_scene(0, "train", i).objects]
+    assert max(abs(c - cell * (np.floor(c / cell) + 0.5)) for c in free) > 2.0
+
+
+def test_position_grid_errors_name_the_field(tmp_path):
+    from decovlm.cli import main
+
+    with pytest.raises(ValueError, match="position_grid"):
+        WorldConfig(position_grid=-1)
+    with pytest.raises(ValueError, match="position_jitter"):
+        WorldConfig(position_grid=8, position_jitter=-0.5)
+    with pytest.raises(SystemExit, match="--position-grid"):
+        main(["world", "--out", str(tmp_path), "--position-grid", "500", "--no-progress"])
+    args = ["world", "--out", str(tmp_path), "--train", "2", "--eval", "1", "--no-progress"]
+    assert main([*args, "--position-grid", "8"]) == 0
+    assert load_world_meta(tmp_path)["config"]["position_grid"] == 8
+
+
 def test_patch_labels_majority_owner():
     labels = np.full((16, 16), -1, dtype=np.int16)
     labels[0:8, 0:8] = 0  # patch (0, 0) fully object 0

@@ -13,6 +13,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     parser.add_argument("--image-size", type=int, default=64, help="image side in px, 16-128")
     parser.add_argument(
+        "--position-grid",
+        type=int,
+        default=0,
+        help="0: objects anywhere (default); N: object centres on an N x N lattice (8 = patch grid)",
+    )
+    parser.add_argument(
         "--pope-pairs", type=int, default=1, help="yes+no pairs per POPE split per eval scene"
     )
     parser.add_argument(
@@ -32,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     if args.train < 1 or args.eval < 1:
         raise SystemExit(f"--train and --eval must be >= 1, got {args.train} and {args.eval}")
     try:
-        config = WorldConfig(image_size=args.image_size)
+        config = WorldConfig(image_size=args.image_size, position_grid=args.position_grid)
     except ValueError as err:
-        raise SystemExit(f"--image-size: {err}") from None
+        flag = "--position-grid" if "position_grid" in str(err) else "--image-size"
+        raise SystemExit(f"{flag}: {err}") from None
     files = generate_world(
         args.out,
         train=args.train,
