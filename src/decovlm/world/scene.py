@@ -76,8 +76,9 @@ class WorldConfig:
     max_rotation: float = 12.0  # degrees of jitter; squares and diamonds stay distinguishable
     # 0 places object centres anywhere. N > 0 puts them on the centres of an N x N lattice of
     # cells, jittered by up to `position_jitter` px. With N = the encoder's patch grid (8) a box
-    # follows from which patch holds the object's centre: on box questions alone the small MLLM
-    # learned boxes ~1.5x faster than on free placement (docs/world_learnability.md, sixth round).
+    # follows from which patch holds the object's centre: after 1,600 steps on box questions alone
+    # the small MLLM wrote 53.5% of boxes at IoU >= 0.5 against 35.4% on free placement
+    # (docs/world_learnability.md, sixth round).
     position_grid: int = 0
     position_jitter: float = 1.0
 
