@@ -147,6 +147,8 @@ def test_length_grouped_batches_cut_padding_and_still_cover_every_document():
     assert all(len(b) == 32 for b in drawn)
     seen = {i for b in drawn for i in b}
     assert len(seen) > 0.95 * len(lengths)  # still a random draw over the whole corpus
+    epoch = [i for b in drawn[: len(lengths) // 32] for i in b]
+    assert len(set(epoch)) == len(epoch)  # within an epoch no document comes twice
 
     def padded(batch):  # tokens computed when every row is padded to the batch's longest
         return 32 * max(lengths[i] for i in batch)

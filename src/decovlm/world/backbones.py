@@ -28,7 +28,7 @@ from decovlm.utils.io import atomic_write_json
 from decovlm.world.lm import LMSpec
 from decovlm.world.vision import VisionSpec
 
-BACKBONES_VERSION = "6"
+BACKBONES_VERSION = "7"
 STAMP = "decovlm_stamp.json"
 # Measured on a shared 2-core CPU (1 torch thread, 2000-scene world): quick 10 s wall / 7 s CPU
 # for all three parts (colour probe 0.96 vs chance 0.11); default 160 s wall / 110 s CPU (colour
