@@ -1,5 +1,7 @@
 """DecoVLMForConditionalGeneration: placeholder merge, projectors/towers/LLMs, generation, save/load."""
 
+import warnings
+
 import pytest
 import torch
 from PIL import Image
@@ -111,8 +113,12 @@ def test_sampling_generation_runs_with_cache():
     model, processor = tiny_model("avgpool2_4")
     batch = processor(text=[PROMPT, PROMPT], images=_images(2), padding_side="left")
     torch.manual_seed(0)
-    out = model.generate(**batch, max_new_tokens=5, do_sample=True, top_k=5, use_cache=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = model.generate(**batch, max_new_tokens=5, do_sample=True, top_k=5, use_cache=True)
     assert out.shape == (2, batch["input_ids"].shape[1] + 5)
+    # The cache reaches the LLM under the one name this transformers uses (no rename warning).
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
 
 
 def test_labels_give_a_loss_and_gradients_reach_the_projector():

@@ -247,11 +247,14 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
                     f"input_ids contain {int((input_ids == self.config.image_token_id).sum())} image "
                     "placeholder tokens but no pixel_values were given"
                 )
+        if past_key_values is not None:
+            # Passed on only when given: newer transformers name the cache `cache` and warn when
+            # both names arrive (generate() sends `cache` through **kwargs).
+            kwargs["past_key_values"] = past_key_values
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             labels=labels,
             **{**kwargs, "return_dict": True},
         )
