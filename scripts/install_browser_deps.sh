@@ -26,6 +26,11 @@ torch_version="$("$PY" -c 'import importlib.metadata as m; print(m.version("torc
 if [ -n "$torch_version" ]; then
     echo "torch==$torch_version" > "$constraints"
 fi
+# The project's lock, when run from a checkout: the same versions as `make test` installs.
+lock="$(dirname "$0")/../requirements/lock.txt"
+if [ -f "$lock" ]; then
+    grep -v '^torch==' "$lock" >> "$constraints"
+fi
 if "$PY" - "$GRADIO_SPEC" "$PLAYWRIGHT_SPEC" <<'PYCHECK' 2>/dev/null; then
 import sys
 from importlib.metadata import version

@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the config, resolve its engine files (DeepSpeed / FSDP) and exit",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +44,14 @@ def run(args: argparse.Namespace) -> int:
             print(dump_config(config), end="")
             return 0
         config.validate()
+        if args.dry_run:
+            from decovlm.train.engine_files import resolve_engine_file
+
+            t = config.training
+            print(f"config {args.config}: valid; stage {t.stage}; projector {config.model.projector}")
+            for key in ("deepspeed", "fsdp_config"):
+                print(f"training.{key}: {resolve_engine_file(getattr(t, key), key)}")
+            return 0
     except (ValueError, FileNotFoundError) as err:
         print(f"decovlm train: error: {err}")
         return 2

@@ -106,9 +106,9 @@ class TrainingSection:
     report_to: list = field(
         default_factory=lambda: ["tensorboard", "wandb"]
     )  # missing ones dropped
-    deepspeed: str | None = None  # a json path or a name in configs/ (zero2, zero3)
+    deepspeed: str | None = None  # a json path or a packaged name (zero2, zero3)
     fsdp: str = ""  # e.g. "full_shard auto_wrap"
-    fsdp_config: str | None = None  # a json path or a name in configs/
+    fsdp_config: str | None = None  # a json path or a packaged name (fsdp_full_shard, ...)
     ddp_find_unused_parameters: bool | None = None  # None: true when text-only records exist
     use_cpu: bool = False
     disable_tqdm: bool = False
@@ -150,6 +150,11 @@ class TrainConfig:
             )
         if not self.data.path:
             raise ValueError("data.path is not set (the LLaVA conversation JSON)")
+        # Engine files are resolved now, so a misnamed one fails before any model is loaded.
+        from decovlm.train.engine_files import resolve_engine_file
+
+        resolve_engine_file(t.deepspeed, "deepspeed")
+        resolve_engine_file(t.fsdp_config, "fsdp_config")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

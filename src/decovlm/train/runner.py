@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from decovlm.train.config import TrainConfig, dump_config
+from decovlm.train.engine_files import resolve_engine_file
 from decovlm.utils.io import atomic_write_json, atomic_write_text, read_jsonl
 
 logger = logging.getLogger(__name__)
-REPO_CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 @dataclass
@@ -51,20 +51,6 @@ def _rank() -> int:
 
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def resolve_engine_file(value: str | None, what: str) -> str | None:
-    """A DeepSpeed / FSDP json: a path, or a name of a file in the repository's configs/."""
-    if not value:
-        return None
-    path = Path(value)
-    if path.is_file():
-        return str(path)
-    for candidate in (REPO_CONFIGS / value, REPO_CONFIGS / f"{value}.json"):
-        if candidate.is_file():
-            return str(candidate)
-    known = sorted(p.stem for p in REPO_CONFIGS.glob("*.json")) if REPO_CONFIGS.is_dir() else []
-    raise FileNotFoundError(f"training.{what}: no file {value!r}; known names in configs/: {known}")
 
 
 def _report_to(wanted: list[str]) -> list[str]:
