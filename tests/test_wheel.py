@@ -48,8 +48,9 @@ def installed(tmp_path_factory) -> dict:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = Path(
-        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], base)
-        .stdout.strip()
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], base
+        ).stdout.strip()
     )
     # A plain path line: the parent environment's packages, but not its editable-install hooks.
     (site / "_parent_env.pth").write_text(sysconfig.get_path("purelib") + "\n")

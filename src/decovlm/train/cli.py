@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
             from decovlm.train.engine_files import resolve_engine_file
 
             t = config.training
-            print(f"config {args.config}: valid; stage {t.stage}; projector {config.model.projector}")
+            print(
+                f"config {args.config}: valid; stage {t.stage}; projector {config.model.projector}"
+            )
             for key in ("deepspeed", "fsdp_config"):
                 print(f"training.{key}: {resolve_engine_file(getattr(t, key), key)}")
             return 0

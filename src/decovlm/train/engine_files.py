@@ -17,7 +17,9 @@ def _packaged():
 
 def list_engine_files() -> list[str]:
     """Names of the packaged engine configs (without `.json`)."""
-    return sorted(p.name[: -len(".json")] for p in _packaged().iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name[: -len(".json")] for p in _packaged().iterdir() if p.name.endswith(".json")
+    )
 
 
 def resolve_engine_file(value: str | None, what: str) -> str | None:
