@@ -43,17 +43,18 @@ test: install-test
 # model forward/generate, a training step, an evaluation, an explanation, lmms-eval.
 LOWEST_VENV  ?= .venv-lowest
 LOWEST_TESTS ?= tests/test_model.py tests/test_processor.py tests/test_train_stages.py \
-	tests/test_eval_tiny_model.py tests/test_interpret_explain.py tests/test_eval_lmms.py
+	tests/test_eval_tiny_model.py tests/test_interpret_explain.py tests/test_eval_lmms.py \
+	tests/test_serve.py tests/test_compat.py
 $(LOWEST_VENV)/.installed: pyproject.toml $(LOWEST)
 	python3 -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install -q $(PIPPIN)
 	$(LOWEST_VENV)/bin/python -m pip install -q $(TORCH)
-	$(LOWEST_VENV)/bin/python -m pip install -q -c $(LOWEST) -e ".[dev,eval]"
+	$(LOWEST_VENV)/bin/python -m pip install -q -c $(LOWEST) -e ".[dev,eval,serve]"
 	$(LOWEST_VENV)/bin/python -m pip install -q --no-deps $(LMMS)
 	touch $@
 
 test-lowest: $(LOWEST_VENV)/.installed
-	$(LOWEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(transformers|accelerate|peft|tokenizers|huggingface.hub|safetensors|numpy|datasets)='
+	$(LOWEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(transformers|accelerate|peft|tokenizers|huggingface.hub|safetensors|numpy|datasets|gradio|filelock)='
 	$(LOWEST_VENV)/bin/python -m pytest -n 2 --dist loadfile -q $(LOWEST_TESTS)
 
 # Refresh both locks from pyproject.toml (one resolution for Linux/macOS/Windows, x86-64 and aarch64,

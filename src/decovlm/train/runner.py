@@ -59,6 +59,22 @@ def _report_to(wanted: list[str]) -> list[str]:
     return [w for w in wanted if importlib.util.find_spec(available.get(w, w)) is not None]
 
 
+def _checkpointing_arguments(arguments_class, enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing under the name the installed transformers uses.
+
+    transformers 5.23 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name
+    stays a deprecated alias until v6); 5.20-5.22 know only the old one. Non-reentrant
+    checkpointing works with the frozen vision tower's inputs.
+    """
+    fields = getattr(arguments_class, "__dataclass_fields__", {})
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
 def training_arguments(config: TrainConfig, has_text_only: bool):
     from transformers import TrainingArguments
 
@@ -87,11 +103,7 @@ def training_arguments(config: TrainConfig, has_text_only: bool):
         max_grad_norm=t.max_grad_norm,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",
-        # transformers 5 name for gradient checkpointing; non-reentrant works with frozen inputs
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False}
-        if t.gradient_checkpointing
-        else None,
+        **_checkpointing_arguments(TrainingArguments, t.gradient_checkpointing),
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
