@@ -115,11 +115,11 @@ def test_mmbench_tsv_circular(tmp_path):
 
     result = run_benchmark("mmbench", answer, tmp_path, tmp_path / "out", progress=False)
     s = result["scores"]
-    # the TSV has no rotation rows, so each question is asked once per rotation (2 + 3 rows)
-    assert s["n_rows"] == 2 + 3 + 1 and s["n_questions"] == 3
-    assert s["accuracy"] == pytest.approx(
-        100 / 3
-    )  # colour passes all rotations; animal fails 2 of 3
+    # the TSV has no rotation rows, so each question is asked once per rotation (2 + 3 rows);
+    # the malformed row 3 drops its question instead of counting as a question of its own
+    assert s["n_rows"] == 2 + 3 and s["n_questions"] == 2
+    assert s["n_dropped_questions"] == 1 and s["dropped_questions"] == ["3"]
+    assert s["accuracy"] == pytest.approx(50.0)  # colour passes all rotations; animal fails 2 of 3
     assert s["categories"]["colour"] == 100.0 and s["categories"]["animal"] == 0.0
     answers = {r["question_id"]: r for r in read_jsonl(tmp_path / "out" / "answers.jsonl")}
     assert answers["2"]["prompt"].startswith("A farm.\nWhich animal?\nA. cow\nB. pig\nC. dog\n")
@@ -170,10 +170,19 @@ def test_seed_json(tmp_path):
     (tmp_path / "SEED-Bench.json").write_text(
         json.dumps({"questions": questions, "question_type": {"Scene": 1, "Counting": 2}})
     )
-    fake = FakeModel({"What is shown": "(B) dog", "Count": "The answer is D."})
+    fake = FakeModel({"What is shown": "B", "Count": "c"})
     s = run_benchmark("seed", fake, tmp_path, tmp_path / "out", progress=False)["scores"]
-    assert s["n"] == 2 and s["accuracy"] == 50.0
+    assert s["n"] == 2 and s["accuracy"] == 50.0  # LLaVA's convention: "c" is not "C"
     assert s["categories"] == {"Counting": 0.0, "Scene": 100.0}
+    lmms = run_benchmark(
+        "seed",
+        fake,
+        tmp_path,
+        tmp_path / "lmms",
+        options={"convention": "lmms-eval"},
+        progress=False,
+    )
+    assert lmms["convention"] == "lmms-eval" and lmms["scores"]["accuracy"] == 100.0
     s_all = run_benchmark("seed", fake, tmp_path, tmp_path / "out_all", split="all", progress=False)
     assert s_all["scores"]["n"] == 3 and s_all["n_errors"] == 1  # the video frame is not there
 
@@ -327,7 +336,18 @@ def test_refcoco_frames(tmp_path):
         "refcoco", fake, tmp_path, tmp_path / "pad", options={"box_frame": "pad"}, progress=False
     )
     s = pad["scores"]
-    assert s["acc@0.5"] == pytest.approx(100 * 2 / 3) and s["n"] == 3 and s["n_unparsed"] == 1
+    # lmms-eval's parser (default) reads "[...]" only: the parenthesised answer has no box
+    assert s["acc@0.5"] == pytest.approx(100 / 3) and s["n"] == 3 and s["n_unparsed"] == 2
+    assert pad["convention"] == "lmms-eval"
+    lenient = run_benchmark(
+        "refcoco",
+        fake,
+        tmp_path,
+        tmp_path / "lenient",
+        options={"box_frame": "pad", "convention": "lenient"},
+        progress=False,
+    )
+    assert lenient["scores"]["acc@0.5"] == pytest.approx(100 * 2 / 3)
     assert "annotation or image missing" in pad["errors"][0]
     assert fake.calls[0][0][1] == (
         "Please provide the bounding box coordinate of the region this sentence describes: left dog."

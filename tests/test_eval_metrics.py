@@ -199,24 +199,28 @@ def test_choice_accuracy():
 
 
 @pytest.mark.parametrize(
-    "text, strict, expected",
+    "text, mode, expected",
     [
-        ("[0.1, 0.2, 0.5, 0.6]", True, (0.1, 0.2, 0.5, 0.6)),
-        ("[0.1,0.2,0.5,0.6].", True, (0.1, 0.2, 0.5, 0.6)),
-        ("The box is [0.1, 0.2, 0.5, 0.6]", True, None),
-        ("The box is [0.1, 0.2, 0.5, 0.6]", False, (0.1, 0.2, 0.5, 0.6)),
-        ("(0.5, 0.6, 0.1, 0.2)", False, (0.1, 0.2, 0.5, 0.6)),  # corners reordered
-        ("[0.5, 0.6, 0.1, 0.2]", True, None),
-        ("x1=0.1 y1=0.2 x2=0.3 y2=0.4", False, (0.1, 0.2, 0.3, 0.4)),
-        ("[12, 30, 200, 180]", False, None),  # pixels are not guessed
-        ("[0.1, 0.2, 0.5]", False, None),
-        ("no box here", False, None),
-        ("", True, None),
-        (None, False, None),
+        ("[0.1, 0.2, 0.5, 0.6]", "strict", (0.1, 0.2, 0.5, 0.6)),
+        ("[0.1,0.2,0.5,0.6].", "strict", (0.1, 0.2, 0.5, 0.6)),
+        ("The box is [0.1, 0.2, 0.5, 0.6]", "strict", None),
+        ("The box is [0.1, 0.2, 0.5, 0.6]", "lenient", (0.1, 0.2, 0.5, 0.6)),
+        ("The box is [0.1, 0.2, 0.5, 0.6]", "lmms-eval", (0.1, 0.2, 0.5, 0.6)),
+        ("(0.5, 0.6, 0.1, 0.2)", "lenient", (0.1, 0.2, 0.5, 0.6)),  # corners reordered
+        ("(0.5, 0.6, 0.1, 0.2)", "lmms-eval", None),  # square brackets only
+        ("[0.5, 0.6, 0.1, 0.2]", "strict", None),
+        ("[0.5, 0.6, 0.1, 0.2]", "lmms-eval", (0.5, 0.6, 0.1, 0.2)),  # as written
+        ("x1=0.1 y1=0.2 x2=0.3 y2=0.4", "lenient", None),  # bare numbers are never read
+        ("[12, 30, 200, 180]", "lenient", None),  # pixels are not guessed
+        ("[12, 30, 200, 180]", "lmms-eval", (12.0, 30.0, 200.0, 180.0)),
+        ("[0.1, 0.2, 0.5]", "lenient", None),
+        ("no box here", "lmms-eval", None),
+        ("", "strict", None),
+        (None, "lenient", None),
     ],
 )
-def test_parse_box(text, strict, expected):
-    got = parse_box(text, strict=strict)
+def test_parse_box(text, mode, expected):
+    got = parse_box(text, mode=mode)
     assert got == (pytest.approx(expected) if expected else None)
 
 

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from decovlm.eval.benchmarks import BENCHMARKS
-from decovlm.eval.metrics import FRAMES
+from decovlm.eval.metrics import BOX_PARSERS, FRAMES
 from decovlm.modeling.loading import add_loading_arguments
 
 
@@ -53,7 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="RefCOCO: frame of the model's boxes (naive = stretched input, DeCo; pad = LLaVA-1.5)",
     )
     parser.add_argument(
-        "--box-parse", default="lenient", choices=("lenient", "strict"), help="RefCOCO box parsing"
+        "--box-parse",
+        default=None,
+        choices=BOX_PARSERS,
+        help="RefCOCO box parsing (same as --convention; default lmms-eval)",
+    )
+    parser.add_argument(
+        "--convention",
+        default=None,
+        help="scoring convention (default: the one equal to the benchmark's official scorer; "
+        "see docs/evaluation.md)",
     )
     parser.add_argument(
         "--no-ocr", action="store_true", help="TextVQA: leave the OCR tokens out of the prompt"
@@ -64,11 +73,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def benchmark_options(args: argparse.Namespace) -> dict:
     """The options that change how a benchmark is prompted or scored (recorded with the results)."""
     name = args.benchmark
+    options: dict = {}
     if name.startswith("refcoco"):
-        return {"box_frame": args.box_frame, "box_parse": args.box_parse}
+        options["box_frame"] = args.box_frame
+        if args.box_parse is not None:
+            options["box_parse"] = args.box_parse
     if name == "textvqa":
-        return {"ocr": not args.no_ocr}
-    return {}
+        options["ocr"] = not args.no_ocr
+    if getattr(args, "convention", None):
+        options["convention"] = args.convention
+    return options
 
 
 def run(args: argparse.Namespace) -> int:

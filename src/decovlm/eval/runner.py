@@ -8,7 +8,8 @@ any other backend. Output folder:
 - answers.jsonl: one line per question {question_id, prompt, answer, image[, error]}, appended
   (and fsynced) as answers come, so an interrupted run resumes where it stopped: a rerun skips
   questions already answered and retries those that failed.
-- scores.json: the benchmark's scores plus run facts (prompts, options, counts, errors), atomic.
+- scores.json: the benchmark's scores plus run facts (prompts, options, counts, errors) and the
+  scoring convention (`convention`, and `convention_source`: the official scorer it equals), atomic.
 - run.json: benchmark / split / options of the run; a rerun into the same folder with different
   ones is refused, so answers from two set-ups never mix.
 """
@@ -25,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from decovlm.eval.benchmarks import Benchmark, EvalItem, get_benchmark
+from decovlm.eval.metrics.conventions import has_conventions, resolve_convention
 from decovlm.utils.io import append_jsonl, atomic_write_json, read_jsonl
 
 GenerateFn = Callable[[Sequence[tuple[Image.Image | None, str]]], list[str]]
@@ -111,6 +113,9 @@ def run_benchmark(
     if not data_dir.is_dir():
         raise FileNotFoundError(f"--data folder {data_dir} does not exist")
     options = dict(options or {})
+    # An unknown convention name fails here, before anything is generated. A benchmark defined
+    # outside decovlm (a custom `Benchmark`) has no registered conventions and reports none.
+    convention = resolve_convention(bench.name, options) if has_conventions(bench.name) else None
     split = split or bench.default_split
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_file(
@@ -179,6 +184,8 @@ def run_benchmark(
         "split": split,
         "model": model_name,
         "options": options,
+        "convention": convention.name if convention else None,
+        "convention_source": convention.source if convention else None,
         "prompt": bench.prompt_note,
         "n_questions": len(items),
         "n_errors": len(errors),

@@ -4,8 +4,14 @@
   A..E, answer, category, image (base64; a short numeric value refers to another row's image).
   Rows whose index differs by a multiple of 1e6 are rotations of one question. A TSV without
   such rows is rotated here, as LLaVA's --all-rounds does (option `all_rounds`, default auto).
+  Scored with VLMEvalKit's option matcher (convention `vlmevalkit`). A malformed row (no
+  question, fewer than two options, a duplicate index) drops its whole question from CircularEval:
+  its rotations cannot all be asked, so the question is neither passed nor failed; scores.json
+  counts and lists the dropped questions (`n_dropped_questions`, `dropped_questions`).
 - seed: SEED-Bench.json + SEED-Bench-image/<data_id>; --split image (default) or all (video
   questions then use LLaVA's extracted middle frames SEED-Bench-video-image/<question_id>.png).
+  Convention `llava` (default: the answer must be exactly the letter, as LLaVA's
+  convert_seed_for_submission.py) or `lmms-eval` (first character, case-insensitive).
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ from decovlm.eval.benchmarks.base import (
     read_json,
     resolve_image,
 )
-from decovlm.eval.metrics import choice_accuracy, circular_accuracy, extract_option
+from decovlm.eval.metrics import (
+    choice_accuracy,
+    circular_accuracy,
+    extract_option,
+    resolve_convention,
+    seed_letter,
+)
 
 _ROTATION = 1_000_000
 _MISSING = ("", "nan", "none")
@@ -88,17 +100,23 @@ def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalI
     return items
 
 
+def _row_group(question_id: str) -> str | None:
+    """The CircularEval question a malformed row belongs to ("1000005" and "5#dup2" -> "5")."""
+    head = question_id.split("#", 1)[0].split("@", 1)[0]
+    return str(int(head) % _ROTATION) if head.lstrip("-").isdigit() else None
+
+
 def score_mmbench(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    resolve_convention("mmbench", options)  # one convention; rejects unknown names
+    # A question with a malformed row is dropped whole: scoring its other rotations alone would
+    # pass a question that was never asked in every rotation.
+    dropped = {g for it in items if it.error for g in [_row_group(it.question_id)] if g}
+    unplaced = sum(1 for it in items if it.error and _row_group(it.question_id) is None)
     groups, correct, cats = [], [], []
     extracted_none = 0
     for it in items:
-        if it.error:
-            groups.append(f"malformed:{it.question_id}")
-            correct.append(False)
-            cats.append("malformed")
-            continue
-        if it.gold is None:
-            continue  # test split: no answer key
+        if it.error or it.gold is None or it.meta["group"] in dropped:
+            continue  # malformed, in a dropped question, or a test split without an answer key
         letter = extract_option(answers.get(it.question_id), it.meta["options"])
         extracted_none += letter is None
         groups.append(it.meta["group"])
@@ -107,6 +125,9 @@ def score_mmbench(items: list[EvalItem], answers: dict[str, str | None], options
     out = circular_accuracy(groups, correct, cats)
     out["single_pass_accuracy"] = 100 * sum(correct) / len(correct) if correct else 0.0
     out["n_unextracted"] = extracted_none
+    out["n_dropped_questions"] = len(dropped)
+    out["dropped_questions"] = sorted(dropped, key=int)[:50]
+    out["n_malformed_rows_without_index"] = unplaced
     return out
 
 
@@ -157,10 +178,10 @@ def load_seed(data_dir: Path, split: str | None, options: dict) -> list[EvalItem
 
 
 def score_seed(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    convention = resolve_convention("seed", options).name
     scored = [it for it in items if it.error or it.gold]
     preds = [
-        None if it.error else extract_option(answers.get(it.question_id), it.meta["options"])
-        for it in scored
+        None if it.error else seed_letter(answers.get(it.question_id), convention) for it in scored
     ]
     golds = [it.gold or "" for it in scored]
     out = choice_accuracy(
@@ -177,7 +198,7 @@ _NOTE = "[hint\\n]question, 'A. option' lines, \"Answer with the option's letter
 BENCHMARKS = [
     Benchmark(
         "mmbench",
-        "MMBench (CircularEval, rule-based option extraction)",
+        "MMBench (CircularEval, VLMEvalKit's rule-based option matcher)",
         load_mmbench,
         score_mmbench,
         "mmbench_dev_20230712",

@@ -7,6 +7,10 @@ refcoco+, umd for refcocog. One item per referring expression; default split val
 
 The model's box is read in the frame given by option `box_frame` (naive = DeCo's stretched input,
 pad = LLaVA-1.5's padded square, crop) and compared with the ground truth in original pixels.
+Box parsing follows the convention (option `convention`, older `box_parse`): `lmms-eval`
+(default: the first "[a, b, c, d]" of plain decimals, values as written, nothing clipped; with the
+naive frame the IoU is computed in normalised coordinates exactly as lmms-eval's bbox_rec tasks),
+`strict` or `lenient` (see `decovlm.eval.metrics.boxes.parse_box`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,16 @@ from decovlm.eval.benchmarks.base import (
     read_json,
     resolve_image,
 )
-from decovlm.eval.metrics import FRAMES, iou, mean, parse_box, rec_accuracy, to_pixels, xywh_to_xyxy
+from decovlm.eval.metrics import (
+    FRAMES,
+    iou,
+    mean,
+    parse_box,
+    rec_accuracy,
+    resolve_convention,
+    to_pixels,
+    xywh_to_xyxy,
+)
 
 SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
 _IMAGE_DIRS = (
@@ -117,29 +130,39 @@ def make_loader(dataset: str):
     return load
 
 
+def _rec_iou(box, gold: dict, frame: str, parser: str) -> float:
+    w, h = float(gold["width"]), float(gold["height"])
+    if parser == "lmms-eval":
+        if frame == "naive":
+            # lmms-eval normalises the ground truth by the image size and compares unclipped.
+            x1, y1, x2, y2 = gold["box"]
+            return iou(box, (x1 / w, y1 / h, x2 / w, y2 / h))
+        return iou(to_pixels(box, frame, w, h, clip=False), gold["box"])
+    return iou(to_pixels(box, frame, w, h), gold["box"])
+
+
 def score_rec(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
     frame = options.get("box_frame", "naive")
     if frame not in FRAMES:
         raise ValueError(f"box_frame must be one of {', '.join(FRAMES)}, got {frame!r}")
-    strict = options.get("box_parse", "lenient") == "strict"
+    parser = resolve_convention("refcoco", options).name
     ious: list[float | None] = []
     unparsed = 0
     for it in items:
         answer = None if it.error else answers.get(it.question_id)
-        box = parse_box(answer, strict=strict)
+        box = parse_box(answer, mode=parser)
         if box is None or not it.gold or not it.gold.get("width") or not it.gold.get("height"):
             unparsed += 1
             ious.append(None)
             continue
-        w, h = float(it.gold["width"]), float(it.gold["height"])
-        ious.append(iou(to_pixels(box, frame, w, h), it.gold["box"]))
+        ious.append(_rec_iou(box, it.gold, frame, parser))
     return {
         "acc@0.5": 100 * rec_accuracy(ious, 0.5),
         "mean_iou": mean([v or 0.0 for v in ious]),
         "n": len(items),
         "n_unparsed": unparsed,
         "box_frame": frame,
-        "box_parse": "strict" if strict else "lenient",
+        "box_parse": parser,
     }
 
 

@@ -5,10 +5,11 @@ vqa | count | localization | yesno | multiple_choice, "answer" (gold string; a "
 box in [0, 1] for localization), optional "answers" (accepted alternatives), "pope_split",
 "options" (list of texts, or {letter: text})}. The prompt is used verbatim.
 
-Scores: vqa / count exact match after EvalAI normalisation (any accepted answer), localization
-Acc@0.5 (IoU of normalised boxes, which equals pixel IoU for the same frame), yes/no accuracy and
-F1 (all rates in %) with LLaVA's POPE parser (also per pope_split), multiple-choice accuracy with rule-based
-option extraction. `overall` is the share of all questions answered right.
+Scores (convention `decovlm`, each category by a named official rule): vqa / count exact match
+after the EvalAI processor (any accepted answer), localization Acc@0.5 with lmms-eval's box
+parsing (IoU of normalised boxes, which equals pixel IoU for the same frame), yes/no accuracy and
+F1 (all rates in %) with LLaVA's eval_pope.py parser (also per pope_split), multiple-choice
+accuracy with VLMEvalKit's option matcher. `overall` is the share of all questions answered right.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from decovlm.eval.metrics import (
     options_from_list,
     parse_box,
     parse_yes_no_llava,
+    resolve_convention,
     yes_no_metrics,
 )
 
@@ -47,7 +49,7 @@ def _check(row: dict, where: str) -> str | None:
     cat = row["category"]
     if cat not in CATEGORIES:
         return f"{where}: category must be one of {', '.join(CATEGORIES)}, got {cat!r}"
-    if cat == "localization" and parse_box(str(row["answer"])) is None:
+    if cat == "localization" and parse_box(str(row["answer"]), mode="lenient") is None:
         return f"{where}: localization answer {row['answer']!r} is not a box [x1, y1, x2, y2] in [0, 1]"
     if cat == "yesno" and str(row["answer"]).strip().lower() not in ("yes", "no"):
         return f"{where}: yes/no answer must be yes or no, got {row['answer']!r}"
@@ -115,6 +117,7 @@ def _mc_correct(answer: str | None, gold: list[str], opts: dict[str, str] | None
 
 
 def score_synthetic(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+    resolve_convention("synthetic", options)  # one convention; rejects unknown names
     by_cat: dict[str, list[bool]] = defaultdict(list)
     ious: list[float] = []
     yn_pred, yn_gold, yn_split = [], [], []
@@ -132,7 +135,7 @@ def score_synthetic(items: list[EvalItem], answers: dict[str, str | None], optio
             }
         elif cat == "localization":
             box = parse_box(answer)
-            value = iou(box, parse_box(it.gold[0])) if box is not None else 0.0
+            value = iou(box, parse_box(it.gold[0], mode="lenient")) if box is not None else 0.0
             ious.append(value)
             ok = value >= 0.5
         elif cat == "yesno":

@@ -9,6 +9,10 @@ Layouts under --data (split names follow the official files):
 - vizwiz:  <split>.json (list of {image, question, answers}), images <split>/<image>
 - gqa:     <split>_questions.json (dict qid -> {imageId, question, answer}), images images/<imageId>.jpg
 Without annotations (test splits) answers are written but not scored.
+
+Scoring conventions (option `convention`, see docs/evaluation.md): VQAv2 defaults to the official
+`vqaEval.py` (`vqaeval`), OK-VQA / TextVQA / VizWiz to LLaVA's m4c evaluator (`evalai`); GQA to
+LLaVA's exact match (`llava`) or vlm-evaluation's punctuation-free one (`vlm-evaluation`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from decovlm.eval.benchmarks.base import (
     resolve_image,
     short_answer_prompt,
 )
-from decovlm.eval.metrics import gqa_exact_match, mean, vqa_accuracy
+from decovlm.eval.metrics import (
+    gqa_exact_match,
+    mean,
+    resolve_convention,
+    vqa_accuracy,
+    vqaeval_accuracy,
+)
 
 
 def _answer_texts(raw) -> list[str] | None:
@@ -150,13 +160,32 @@ def load_vizwiz(data_dir: Path, split: str | None, options: dict) -> list[EvalIt
     return items
 
 
-def _soft(item: EvalItem, answer: str | None) -> float:
-    return 0.0 if item.error or answer is None or not item.gold else vqa_accuracy(answer, item.gold)
+_SOFT = {"vqaeval": vqaeval_accuracy, "evalai": vqa_accuracy}
 
 
-def score_vqa(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
-    """VQA soft accuracy (%) over items with annotations, overall and per answer type."""
-    scored = [(it, _soft(it, answers.get(it.question_id))) for it in items if it.gold or it.error]
+def make_vqa_scorer(benchmark: str):
+    """The soft-accuracy scorer of `benchmark`, in the convention its options select."""
+
+    def score(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
+        soft = _SOFT[resolve_convention(benchmark, options).name]
+        return score_vqa(items, answers, options, soft)
+
+    return score
+
+
+def score_vqa(
+    items: list[EvalItem], answers: dict[str, str | None], options: dict, soft=vqa_accuracy
+) -> dict:
+    """VQA soft accuracy (%) over items with annotations, overall and per answer type.
+
+    `soft(prediction, answers)` is the per-question accuracy (default: LLaVA's m4c evaluator).
+    """
+
+    def one(it: EvalItem) -> float:
+        answer = answers.get(it.question_id)
+        return 0.0 if it.error or answer is None or not it.gold else soft(answer, it.gold)
+
+    scored = [(it, one(it)) for it in items if it.gold or it.error]
     per_type: dict[str, list[float]] = defaultdict(list)
     for it, acc in scored:
         if it.meta.get("answer_type"):
@@ -196,7 +225,7 @@ def load_gqa(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]
 
 
 def score_gqa(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
-    strip = bool(options.get("gqa_strip_punctuation", False))
+    strip = resolve_convention("gqa", options).name == "vlm-evaluation"
     scored = [it for it in items if it.gold is not None or it.error]
     accs = [
         gqa_exact_match(answers.get(it.question_id), it.gold or "", strip) if not it.error else 0.0
@@ -205,23 +234,32 @@ def score_gqa(items: list[EvalItem], answers: dict[str, str | None], options: di
     return {
         "accuracy": 100 * mean(accs),
         "n": len(scored),
-        "normalisation": "punctuation" if strip else "llava",
     }
 
 
 _NOTE = "question + '\\n" + "Answer the question using a single word or phrase.' (LLaVA-1.5)"
 BENCHMARKS = [
     Benchmark(
-        "vqav2", "VQAv2 (soft accuracy)", load_vqav2, score_vqa, "val2014", prompt_note=_NOTE
+        "vqav2",
+        "VQAv2 (soft accuracy)",
+        load_vqav2,
+        make_vqa_scorer("vqav2"),
+        "val2014",
+        prompt_note=_NOTE,
     ),
     Benchmark(
-        "okvqa", "OK-VQA (soft accuracy)", load_okvqa, score_vqa, "val2014", prompt_note=_NOTE
+        "okvqa",
+        "OK-VQA (soft accuracy)",
+        load_okvqa,
+        make_vqa_scorer("okvqa"),
+        "val2014",
+        prompt_note=_NOTE,
     ),
     Benchmark(
         "textvqa",
         "TextVQA (soft accuracy)",
         load_textvqa,
-        score_vqa,
+        make_vqa_scorer("textvqa"),
         "val",
         prompt_note=_NOTE + " with OCR tokens",
     ),
@@ -229,7 +267,7 @@ BENCHMARKS = [
         "vizwiz",
         "VizWiz (soft accuracy)",
         load_vizwiz,
-        score_vqa,
+        make_vqa_scorer("vizwiz"),
         "val",
         prompt_note=_NOTE + " + Unanswerable",
     ),

@@ -1,6 +1,7 @@
 """Pure metric functions for every benchmark DeCo reports (no model, no torch)."""
 
 from decovlm.eval.metrics.boxes import (
+    BOX_PARSERS,
     FRAMES,
     format_box,
     from_pixels,
@@ -15,12 +16,22 @@ from decovlm.eval.metrics.choice import (
     circular_accuracy,
     extract_option,
     options_from_list,
+    seed_letter,
+)
+from decovlm.eval.metrics.contractions import CONTRACTIONS
+from decovlm.eval.metrics.conventions import (
+    CONVENTIONS,
+    Convention,
+    conventions_for,
+    default_convention,
+    resolve_convention,
 )
 from decovlm.eval.metrics.mme import COGNITION, PERCEPTION, mme_scores, parse_mme_answer
 from decovlm.eval.metrics.normalize import (
     evalai_normalize,
     process_digit_article,
     process_punctuation,
+    vqaeval_prediction,
 )
 from decovlm.eval.metrics.vqa import (
     gqa_exact_match,
@@ -28,6 +39,7 @@ from decovlm.eval.metrics.vqa import (
     mean,
     vqa_accuracy,
     vqa_exact_match,
+    vqaeval_accuracy,
 )
 from decovlm.eval.metrics.yesno import (
     YesNoScores,
@@ -38,12 +50,18 @@ from decovlm.eval.metrics.yesno import (
 )
 
 __all__ = [
+    "BOX_PARSERS",
     "COGNITION",
+    "CONTRACTIONS",
+    "CONVENTIONS",
+    "Convention",
     "FRAMES",
     "PERCEPTION",
     "YesNoScores",
     "choice_accuracy",
     "circular_accuracy",
+    "conventions_for",
+    "default_convention",
     "evalai_normalize",
     "extract_option",
     "format_box",
@@ -62,9 +80,13 @@ __all__ = [
     "process_digit_article",
     "process_punctuation",
     "rec_accuracy",
+    "resolve_convention",
+    "seed_letter",
     "to_pixels",
     "vqa_accuracy",
     "vqa_exact_match",
+    "vqaeval_accuracy",
+    "vqaeval_prediction",
     "xywh_to_xyxy",
     "yes_no_metrics",
 ]

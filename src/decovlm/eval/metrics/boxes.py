@@ -17,27 +17,40 @@ from collections.abc import Sequence
 
 Box = tuple[float, float, float, float]
 FRAMES = ("naive", "pad", "crop")
+BOX_PARSERS = ("lmms-eval", "strict", "lenient")
 
-_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)"
+# lmms-eval's `parse_float_sequence_within`: the first "[a, b, c, d]" of plain decimals (optional
+# minus sign, no exponent, digits before any point), no space before a comma.
+_LMMS_NUM = r"(-?\d+(?:\.\d+)?)"
+_LMMS = re.compile(rf"\[\s*{_LMMS_NUM},\s*{_LMMS_NUM},\s*{_LMMS_NUM},\s*{_LMMS_NUM}\s*\]")
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _STRICT = re.compile(rf"\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*\]")
 _BRACKETED = re.compile(rf"[\[(]\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*[\])]")
-# A number not glued to a word ("x1=0.1" gives 0.1, not 1 and 0.1).
-_ANY_NUM = re.compile(rf"(?<![A-Za-z_\d.]){_NUM}")
 
 
-def parse_box(text: str | None, strict: bool = False) -> Box | None:
+def parse_box(text: str | None, mode: str = "lmms-eval") -> Box | None:
     """A normalised `(x1, y1, x2, y2)` from model output, or None when there is none.
 
+    lmms-eval (default): the first `[a, b, c, d]` of plain decimals anywhere in the text, values
+        as written (not clipped, not reordered), exactly as lmms-eval's RefCOCO `bbox_rec` tasks
+        parse it. Bare numbers are never read ("1 dog at 0.1, 0.1, 0.3, 0.3" has no box), nor are
+        exponents ("[1e-1, 0.1, 0.3, 0.3]" has none either). lmms-eval scores a missing box as
+        `[0, 0, 0, 0]`, i.e. IoU 0; here it is None, which scores the same.
     strict: the whole answer (stripped, trailing period allowed) must be `[x1, y1, x2, y2]` with
         every value in [0, 1] and x1 <= x2, y1 <= y2 (the form LLaVA-1.5 is trained to emit).
-    lenient: the first bracketed 4-tuple (`[...]` or `(...)`), else the first four numbers in the
-        text; corners are reordered and values clipped to [0, 1]. Values above 1 (pixel or 0-1000
-        scales) are rejected rather than guessed.
+    lenient: the first bracketed 4-tuple (`[...]` or `(...)`, exponents allowed); corners are
+        reordered and values clipped to [0, 1]. Values above 1 (pixel or 0-1000 scales) are
+        rejected rather than guessed, and numbers outside brackets are never picked up.
     """
+    if mode not in BOX_PARSERS:
+        raise ValueError(f"unknown box parser {mode!r}; known: {', '.join(BOX_PARSERS)}")
     if text is None:
         return None
-    text = text.strip()
-    if strict:
+    text = str(text).strip()
+    if mode == "lmms-eval":
+        m = _LMMS.search(text)
+        return tuple(float(v) for v in m.groups()) if m else None  # type: ignore[return-value]
+    if mode == "strict":
         m = _STRICT.fullmatch(text.rstrip("."))
         if not m:
             return None
@@ -46,13 +59,9 @@ def parse_box(text: str | None, strict: bool = False) -> Box | None:
             return None
         return (x1, y1, x2, y2)
     m = _BRACKETED.search(text)
-    if m:
-        values = [float(v) for v in m.groups()]
-    else:
-        nums = _ANY_NUM.findall(text)
-        if len(nums) < 4:
-            return None
-        values = [float(v) for v in nums[:4]]
+    if not m:
+        return None
+    values = [float(v) for v in m.groups()]
     if any(v > 1.0 for v in values):
         return None
     x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in values)
@@ -79,14 +88,19 @@ def _frame(frame: str, width: float, height: float) -> tuple[float, float, float
     raise ValueError(f"unknown box frame {frame!r}; known: {', '.join(FRAMES)}")
 
 
-def to_pixels(box: Sequence[float], frame: str, width: float, height: float) -> Box:
-    """Normalised box in `frame` -> absolute pixel box of the original image, clipped to the image."""
+def to_pixels(
+    box: Sequence[float], frame: str, width: float, height: float, clip: bool = True
+) -> Box:
+    """Normalised box in `frame` -> absolute pixel box of the original image, clipped to the image
+    unless `clip` is False (lmms-eval compares boxes as written)."""
     side, ox, oy = _frame(frame, width, height)
     x1, y1, x2, y2 = (float(v) for v in box)
     if frame == "naive":
         px = (x1 * width, y1 * height, x2 * width, y2 * height)
     else:
         px = (x1 * side + ox, y1 * side + oy, x2 * side + ox, y2 * side + oy)
+    if not clip:
+        return px
     return (
         min(max(px[0], 0.0), width),
         min(max(px[1], 0.0), height),
@@ -111,7 +125,11 @@ def xywh_to_xyxy(box: Sequence[float]) -> Box:
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two `(x1, y1, x2, y2)` boxes; 0.0 when the union has no area."""
+    """Intersection over union of two `(x1, y1, x2, y2)` boxes; 0.0 when the union has no area.
+
+    Equals lmms-eval's `compute_iou` wherever that is defined: a box inverted on an axis has no
+    intersection with anything, so its (signed there, clamped here) area never changes the result.
+    """
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy

@@ -1,43 +1,102 @@
-"""Multiple choice: rule-based option extraction (MMBench's `can_infer`), MMBench CircularEval, SEED accuracy."""
+"""Multiple choice: VLMEvalKit's rule-based option matcher, MMBench CircularEval, SEED-Bench accuracy.
+
+`extract_option` is VLMEvalKit's default matcher (`vlmeval/utils/matching_util.py::can_infer`,
+HEAD e8e78f0, `VERBOSE` unset, `exact_matching` judge, i.e. no LLM): an answer it cannot read
+counts as wrong, as VLMEvalKit's "Z" does. Its steps, in order:
+1. an API-failure message reads as nothing; one of four refusal phrases reads as "Z" (declined);
+2. letters: `.()[],:;!*#{}` become spaces, the answer is split on whitespace; if exactly one option
+   letter is a token and its first occurrence is among the last four tokens, that letter
+   ("The correct answer is A" -> A); with no option letter, a lone token "Z" reads as "Z";
+3. `answer is X` / `correct answer is **X**` (case-insensitive, X in A-D) anywhere in the answer;
+4. texts: if the answer is at most twice as long as all option texts together and exactly one
+   option's text occurs in it (case-insensitive), that option ("A. The kitten sits on the mat").
+
+SEED-Bench has two conventions (`seed_letter`): LLaVA's `convert_seed_for_submission.py` (the
+whole stripped answer must equal the gold letter) and lmms-eval's `seedbench` (the first
+character, case-insensitive).
+"""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 # Characters that decorate a letter ("(A)", "A.", "A:") and are turned into spaces before splitting.
 _DECORATION = ".()[],:;!*#{}"
+_API_FAILURE = "Failed to obtain answer via API"
+REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
+# VLMEvalKit's pattern for chain-of-thought answers; note it is case-insensitive and needs no word
+# boundary after the letter, so "the answer is a cat" reads as A, as it does there.
+_ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
+DECLINED = "Z"
 LETTERS = "ABCDEFGHIJ"
 
 
-def extract_option(text: str | None, options: Mapping[str, str]) -> str | None:
-    """The option letter a free-form answer picks, or None.
-
-    1. Letters: strip decorations, split on whitespace; if exactly one option letter occurs as a
-       token, that is the answer - unless it is "A" in an answer of more than 3 words, where "A"
-       is likely the article and we fall through.
-    2. Texts: if exactly one option's text occurs (case-insensitive) in the answer, its letter.
-    The LLM-judge and random-letter fallbacks of the reference harnesses are deliberately left out:
-    an unreadable answer counts as wrong.
-    """
-    if text is None or not options:
+def _infer_letter(answer: str, options: Mapping[str, str]) -> str | None:
+    if _API_FAILURE in answer:
         return None
-    cleaned = text
+    if any(phrase in answer for phrase in REFUSALS):
+        return DECLINED
+    cleaned = answer
     for ch in _DECORATION:
         cleaned = cleaned.replace(ch, " ")
     tokens = cleaned.split()
-    found = [letter for letter in options if letter in tokens]
-    if len(found) == 1 and not (found[0] == "A" and len(tokens) > 3):
-        return found[0]
-    lowered = text.lower()
-    by_text = [
-        letter
-        for letter, opt in options.items()
-        if str(opt).strip() and str(opt).strip().lower() in lowered
-    ]
-    if len(by_text) == 1:
-        return by_text[0]
+    present = [letter for letter in options if letter in tokens]
+    if len(present) == 1:
+        # Only a letter near the end counts: "A. The kitten sits on the mat" is left to step 4.
+        if tokens.index(present[0]) > len(tokens) - 5:
+            return present[0]
+    elif not present and DECLINED in tokens:
+        return DECLINED
+    m = _ANSWER_IS.search(answer)
+    if m and m.group(1).upper() in options:
+        return m.group(1).upper()
     return None
+
+
+def _infer_text(answer: str, options: Mapping[str, str]) -> str | None:
+    lowered = answer.lower()
+    # A long answer mentions options in passing; VLMEvalKit does not read it (lengths before lowering).
+    if len(lowered) > 2 * sum(len(str(v)) for v in options.values()):
+        return None
+    found = [letter for letter, text in options.items() if str(text).lower() in lowered]
+    return found[0] if len(found) == 1 else None
+
+
+def extract_option(text: str | None, options: Mapping[str, str]) -> str | None:
+    """The option letter a free-form answer picks, "Z" when it declines, or None (VLMEvalKit's `can_infer`).
+
+    `options` maps letters to option texts, in the order they were shown. None (no answer at all)
+    and unreadable answers give None; both "Z" and None count as wrong.
+    """
+    if text is None or not options:
+        return None
+    answer = str(text)
+    return _infer_letter(answer, options) or _infer_text(answer, options)
+
+
+def seed_letter(text: str | None, convention: str = "llava") -> str | None:
+    """The letter a SEED-Bench answer gives, or None.
+
+    llava: LLaVA's `convert_seed_for_submission.py` compares the (stripped) answer with the gold
+        letter as is, so only an answer that is exactly "A".."D" counts ("b" and "B." do not).
+    lmms-eval: `seed_process_result` keeps the first character of the stripped answer and compares
+        it case-insensitively, so "b", "B." and "Bird" all read as B.
+    """
+    if text is None:
+        return None
+    answer = str(text).strip()
+    if convention == "llava":
+        return answer or None
+    if convention == "lmms-eval":
+        return answer[:1].upper() or None
+    raise ValueError(f"unknown SEED convention {convention!r}; known: llava, lmms-eval")
 
 
 def options_from_list(options: Sequence[str]) -> dict[str, str]:
