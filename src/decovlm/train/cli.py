@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from decovlm.train.config import dump_config, list_presets, load_config
+    from decovlm.train.engines import EngineUnavailable, check_engine
 
     if args.list or not args.config:
         print("\n".join(list_presets()))
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
             print(dump_config(config), end="")
             return 0
         config.validate()
-    except (ValueError, FileNotFoundError) as err:
+        check_engine(config)
+    except (ValueError, FileNotFoundError, EngineUnavailable) as err:
         print(f"decovlm train: error: {err}")
         return 2
     logging.basicConfig(

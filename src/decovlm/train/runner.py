@@ -76,6 +76,8 @@ def _report_to(wanted: list[str]) -> list[str]:
 def training_arguments(config: TrainConfig, has_text_only: bool):
     from transformers import TrainingArguments
 
+    from decovlm.train.engines import engine_arguments
+
     t = config.training
     world = _world_size()
     per_step = t.per_device_batch_size * world
@@ -113,9 +115,7 @@ def training_arguments(config: TrainConfig, has_text_only: bool):
         seed=t.seed,
         data_seed=t.seed,
         report_to=_report_to(list(t.report_to)),
-        deepspeed=resolve_engine_file(t.deepspeed, "deepspeed"),
-        fsdp=t.fsdp,
-        fsdp_config=resolve_engine_file(t.fsdp_config, "fsdp_config"),
+        **engine_arguments(t),  # deepspeed json, or fsdp + fsdp_config (decovlm.train.engines)
         ddp_find_unused_parameters=find_unused,
         use_cpu=t.use_cpu,
         disable_tqdm=t.disable_tqdm,
@@ -153,6 +153,7 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         find_resume_checkpoint,
         list_checkpoints,
     )
+    from decovlm.train.engines import check_engine, single_process_group
     from decovlm.train.stages import (
         configure_stage,
         format_summary,
@@ -163,6 +164,8 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
     from decovlm.train.trainer import DecoTrainer
 
     config.validate()
+    engine = check_engine(config)  # FSDP / DeepSpeed run for real or refuse, before any work
+    single_process_group(engine)
     t = config.training
     out = Path(t.output_dir)
     is_main = _rank() == 0
