@@ -165,3 +165,10 @@ def test_two_process_fsdp_on_gloo_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "needs CUDA GPUs" in proc.stdout + proc.stderr
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_sharding_report_of_a_plain_model():
+    from decovlm.testing import tiny_model
+
+    model, _ = tiny_model()
+    assert engines.describe_sharding(model) == "NOT sharded (plain parameters)"

@@ -293,3 +293,115 @@ def test_explain_on_device_picks_gradients_by_device(device, dtype, red_image, m
         batched=device.type != "cuda",
     )  # fmt: skip
     assert set(seen) == {device.type != "cuda"}  # the default is overridable
+
+
+# -- the GPU check's CPU-testable parts ---------------------------------------------------------
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """benchmarks/ on the path (its scripts import `common`), RESULTS.md never written."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    monkeypatch.setattr(common, "write_section", lambda *a: pytest.fail("RESULTS.md written"))
+    return BENCH
+
+
+def test_gpu_check_plan_and_budget(bench, tmp_path, capsys):
+    import gpu_check
+
+    args = gpu_check.parse_args(["--out", str(tmp_path), "--parts", "tests", "fsdp", "deepspeed"])
+    parts = gpu_check.plan(args, tmp_path / "train.json")
+    assert [p.name for p in parts] == ["tests", "fsdp", "deepspeed"]
+    assert parts[0].cmd[parts[0].cmd.index("--device") + 1] == "cuda"
+    assert "training.fsdp=full_shard auto_wrap" in parts[1].cmd
+    assert "training.deepspeed=zero3" in parts[2].cmd
+    assert all("training.max_steps=20" in p.cmd for p in parts[1:])
+    # every part within the budget, the later ones keep their minimum
+    limits = gpu_check.limits_within(gpu_check.plan(gpu_check.parse_args([]), tmp_path), 470)
+    assert sum(limits) <= 470 and min(limits) >= gpu_check.MIN_LIMIT
+    assert gpu_check.limits_within(parts, 50) == [20, 20, 10]  # < MIN_LIMIT: skipped
+    assert gpu_check.main(["--dry-run", "--step-args", "--batch", "16"]) == 0
+    assert "benchmarks/step.py --device cuda" in capsys.readouterr().out
+    step_args = gpu_check.parse_args(["--step-args", "--batch", "16", "--text", "64"]).step_args
+    assert step_args == ["--batch", "16", "--text", "64"]
+
+
+def test_gpu_check_requirements(bench):
+    import gpu_check
+
+    declared = gpu_check.declared_requirements()
+    assert any(r.startswith("transformers") for r in declared)
+    assert gpu_check.missing_requirements(declared) == []  # this venv meets the minimums
+    assert gpu_check.missing_requirements(["transformers>=99", "no-such-package-xyz"]) == [
+        "transformers>=99",
+        "no-such-package-xyz",
+    ]
+
+
+def test_gpu_check_runs_and_reports_a_part(bench, tmp_path):
+    import sys
+
+    import gpu_check
+
+    ok = gpu_check.Part("tests", [sys.executable, "-c", "print('3 passed, 1 skipped')"], 30)
+    refused = gpu_check.Part(
+        "deepspeed",
+        [
+            sys.executable,
+            "-c",
+            "print('decovlm train: error: training.deepspeed=zero3 needs X'); exit(2)",
+        ],
+        30,
+    )
+    results = [gpu_check.run_part(p, 30, tmp_path) for p in (ok, refused)]
+    results.append(gpu_check.run_part(ok, 5, tmp_path))  # too little time left: skipped
+    assert [r["status"] for r in results] == [
+        "ok",
+        "refused: training.deepspeed=zero3 needs X",
+        "skipped (time budget)",
+    ]
+    body = gpu_check.report(results, tmp_path, 12.0)
+    assert body.startswith("## GPU check") and "3 passed, 1 skipped" in body
+    assert "Machine: " in body
+
+
+def test_step_benchmark_memory_fit(bench, monkeypatch):
+    import step
+
+    # memory = 100 + 10 per sample: a budget of 260 fits 16
+    assert step.fit_batch([(4, 140.0), (8, 180.0)], 260.0) == 16
+    assert step.fit_batch([(4, 140.0), (8, 140.0)], 260.0, ceiling=64) == 64
+    args = step.parse_args(["--batch", "8"])
+    calls = []
+
+    def fake_run(model, batch, args, device, count_flops=False):
+        calls.append(batch)
+        if batch > 14:  # the fit says 16, the allocator disagrees
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return {"batch": batch, "peak_bytes": 100.0 + 10 * batch, "step_s": 1.0}
+
+    monkeypatch.setattr(step, "run", fake_run)
+    first = {"peak_bytes": 180.0}
+    result = step.equal_memory(None, 260.0, first, args, torch.device("cpu"))
+    assert calls == [4, 16, 14] and result["batch"] == 14
+
+
+def test_step_benchmark_tiny_on_cpu(bench, capsys):
+    import step
+
+    args = step.parse_args(
+        ["--scale", "tiny", "--device", "cpu", "--dtype", "float32", "--batch", "1", "--text", "4",
+         "--steps", "1", "--warmup", "0", "--projectors", "mlp2x_gelu", "avgpool2_64", "--no-write"]
+    )  # fmt: skip
+    result = step.measure(args)
+    names = [r["model"] for r in result["rows"]]
+    assert names == ["LLaVA (transformers)", "decovlm mlp2x_gelu", "decovlm avgpool2_64"]
+    llava, ours, pooled = result["rows"]
+    assert llava["sequence"] == ours["sequence"] == 256 + 4 and pooled["sequence"] == 64 + 4
+    assert llava["flops"] == ours["flops"] > pooled["flops"] > 0  # the same model, counted alike
+    assert result["peak_flops"] > 0
+    body = step.report(result, args)
+    assert "| decovlm avgpool2_64 | 64 | 68 | 1 |" in body and "3.82x" in body  # 260 / 68

@@ -122,3 +122,33 @@ def single_process_group(engine: str) -> bool:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     return True
+
+
+def describe_sharding(model) -> str:
+    """How the parameters of a (possibly wrapped) model are held: the proof an engine is real."""
+    params = list(model.parameters())
+    if any(hasattr(p, "ds_id") for p in params):
+        return "DeepSpeed ZeRO partitioned parameters"
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch < 2.5
+        from torch.distributed._tensor import DTensor
+    if any(isinstance(p, DTensor) for p in params):
+        return "FSDP2 sharded parameters (DTensor)"
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        return "FSDP1 wrapped modules"
+    return "NOT sharded (plain parameters)"
+
+
+def engine_report(engine: str):
+    """A TrainerCallback printing, after the first step, how the engine holds the parameters."""
+    from transformers import TrainerCallback
+
+    class EngineReport(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 1 and state.is_world_process_zero and model is not None:
+                print(f"[decovlm] engine {engine}: {describe_sharding(model)}", flush=True)
+
+    return EngineReport()

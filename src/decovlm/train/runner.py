@@ -153,7 +153,7 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         find_resume_checkpoint,
         list_checkpoints,
     )
-    from decovlm.train.engines import check_engine, single_process_group
+    from decovlm.train.engines import check_engine, engine_report, single_process_group
     from decovlm.train.stages import (
         configure_stage,
         format_summary,
@@ -208,7 +208,12 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         train_dataset=dataset,
         data_collator=DataCollator(pad_token_id_of(processor.tokenizer)),
         processing_class=processor,
-        callbacks=[JsonlMetrics(out / "metrics.jsonl"), CheckpointMarker(), *(callbacks or [])],
+        callbacks=[
+            JsonlMetrics(out / "metrics.jsonl"),
+            CheckpointMarker(),
+            *([engine_report(engine)] if engine != "ddp" else []),
+            *(callbacks or []),
+        ],
         sampler_kind=config.data.sampler,
     )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
