@@ -16,17 +16,20 @@ import torch
 from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration
 
 from decovlm.modeling import DecoVLMConfig, DecoVLMForConditionalGeneration, DecoVLMProcessor
+from decovlm.modeling.kernels import kernel_kwargs
 
 
 def from_llava(
-    model_or_path: LlavaForConditionalGeneration | str | os.PathLike, **from_pretrained_kwargs
+    model_or_path: LlavaForConditionalGeneration | str | os.PathLike,
+    use_kernels: bool | None = None,
+    **from_pretrained_kwargs,
 ) -> DecoVLMForConditionalGeneration:
     """Convert a LLaVA(-1.5) model, or the hub name / folder of one, to a decovlm model."""
     if isinstance(model_or_path, LlavaForConditionalGeneration):
         llava = model_or_path
     else:
         llava = LlavaForConditionalGeneration.from_pretrained(
-            model_or_path, **from_pretrained_kwargs
+            model_or_path, **kernel_kwargs(use_kernels), **from_pretrained_kwargs
         )
     cfg = llava.config
     if not isinstance(cfg.vision_feature_layer, int):

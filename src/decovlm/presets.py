@@ -39,15 +39,26 @@ VICUNA_7B = dict(
 )
 
 
-def paper_config(projector: str = "avgpool2_144", **kwargs) -> DecoVLMConfig:
-    """DeCo's main setting: CLIP ViT-L/14-336 (576 patches) + Vicuna-7B-v1.5, penultimate layer."""
+def paper_config(
+    projector: str = "avgpool2_144",
+    vision: dict | None = None,
+    text: dict | None = None,
+    **kwargs,
+) -> DecoVLMConfig:
+    """DeCo's main setting: CLIP ViT-L/14-336 (576 patches) + Vicuna-7B-v1.5, penultimate layer.
+
+    `vision` / `text` override entries of the two configs, e.g. a scaled-down model for a test with
+    the paper's token layout: `paper_config(text=dict(hidden_size=64, num_hidden_layers=2, ...))`.
+    `<image>` is id 32000, just past the vocabulary; a model built from this config grows its
+    embedding table to 32,001 rows to hold it (as `from_components` does).
+    """
+    text_config = {**VICUNA_7B, **(text or {})}
     return DecoVLMConfig(
-        vision_config=CLIPVisionConfig(**CLIP_VIT_L_14_336),
-        text_config=LlamaConfig(**VICUNA_7B),
+        vision_config=CLIPVisionConfig(**{**CLIP_VIT_L_14_336, **(vision or {})}),
+        text_config=LlamaConfig(**text_config),
         projector=projector,
-        image_token_id=VICUNA_7B[
-            "vocab_size"
-        ],  # the processor appends <image> after the vocabulary
-        vision_feature_layer=-2,
+        # the processor appends <image> after the vocabulary
+        image_token_id=kwargs.pop("image_token_id", text_config["vocab_size"]),
+        vision_feature_layer=kwargs.pop("vision_feature_layer", -2),
         **kwargs,
     )

@@ -44,7 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--raw-prompt", action="store_true", help="use the prompt as written, no chat template"
     )
     parser.add_argument(
-        "--batched", action="store_true", help="all tokens' gradients in one vectorised backward"
+        "--batched",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="all tokens' gradients in one vectorised backward (default: on CUDA only)",
     )
 
 

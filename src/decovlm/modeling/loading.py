@@ -19,8 +19,16 @@ def add_loading_arguments(parser) -> None:
     )
 
 
-def load_model(path: str | os.PathLike, device: str | None = "auto", dtype: str | None = None):
-    """(model in eval mode, processor) from a folder written by `save_pretrained`."""
+def load_model(
+    path: str | os.PathLike,
+    device: str | None = "auto",
+    dtype: str | None = None,
+    use_kernels: bool | None = None,
+):
+    """(model in eval mode, processor) from a folder written by `save_pretrained`.
+
+    `use_kernels`: hub kernels (None: the DECOVLM_USE_KERNELS environment variable, default off;
+    see `decovlm.modeling.kernels`)."""
     from pathlib import Path
 
     import torch
@@ -38,6 +46,6 @@ def load_model(path: str | os.PathLike, device: str | None = "auto", dtype: str 
         if not isinstance(getattr(torch, str(dtype), None), torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
         kwargs["dtype"] = getattr(torch, str(dtype))
-    model = DecoVLMForConditionalGeneration.from_pretrained(path, **kwargs)
+    model = DecoVLMForConditionalGeneration.from_pretrained(path, use_kernels=use_kernels, **kwargs)
     processor = DecoVLMProcessor.from_pretrained(path)
     return model.to(resolve_device(device)).eval(), processor

@@ -22,6 +22,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from decovlm.modeling.configuration import DecoVLMConfig
+from decovlm.modeling.kernels import kernel_kwargs
 from decovlm.projectors import Projector, build_projector
 
 
@@ -36,6 +37,11 @@ class DecoVLMPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, use_kernels: bool | None = None, **kwargs: Any):
+        """HF `from_pretrained` with hub kernels off unless asked (see `decovlm.modeling.kernels`)."""
+        return super().from_pretrained(*args, **kernel_kwargs(use_kernels), **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Vision tower and LLM initialise themselves (as sub-models); projectors keep the PyTorch
@@ -53,6 +59,8 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
         language_model: PreTrainedModel | None = None,
     ) -> None:
         super().__init__(config)
+        if language_model is None:
+            _hold_image_token(config)
         # Pre-built sub-models are passed by `from_components` (pretrained weights, no second copy).
         self.vision_tower = (
             vision_tower
@@ -86,6 +94,7 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
         image_token_id: int | None = None,
         attn_implementation: str | None = None,
         dtype: torch.dtype | str | None = None,
+        use_kernels: bool | None = None,
         **from_pretrained_kwargs: Any,
     ) -> DecoVLMForConditionalGeneration:
         """The start of a training run: a pretrained vision encoder and LLM, a fresh projector.
@@ -95,8 +104,10 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
         CLIP/SigLIP checkpoint with both towers only the vision tower is loaded.
         `image_token_id` defaults to the LLM's vocabulary size (the id the processor gives `<image>`
         when it adds it to the tokenizer); the embedding matrix is resized to hold it.
+        `use_kernels` (default: off, see `decovlm.modeling.kernels`) goes to both loads.
         """
         load_kwargs = dict(from_pretrained_kwargs)
+        load_kwargs.update(kernel_kwargs(use_kernels))
         if attn_implementation is not None:
             load_kwargs["attn_implementation"] = attn_implementation
         if dtype is not None:
@@ -258,6 +269,16 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             labels=labels,
             **{**kwargs, "return_dict": True},
         )
+
+
+def _hold_image_token(config: DecoVLMConfig) -> None:
+    """Grow the text vocabulary of a config-built model to hold `image_token_id` (as
+    `from_components` resizes a loaded LLM): e.g. `paper_config()` puts `<image>` at 32000, just
+    past Vicuna's 32,000 rows, where it would index out of the embedding table."""
+    image_token_id = config.image_token_id
+    text = config.text_config
+    if image_token_id is not None and image_token_id >= text.vocab_size:
+        text.vocab_size = image_token_id + 1
 
 
 def _load(

@@ -39,7 +39,9 @@ def build_model(section: ModelSection) -> tuple[Any, Any]:
         path = Path(section.init_from)
         if not path.is_dir():
             raise FileNotFoundError(f"model.init_from: no saved model folder at {path}")
-        model = DecoVLMForConditionalGeneration.from_pretrained(path, dtype=_dtype(section.dtype))
+        model = DecoVLMForConditionalGeneration.from_pretrained(
+            path, dtype=_dtype(section.dtype), use_kernels=section.use_kernels
+        )
         processor = DecoVLMProcessor.from_pretrained(path)
         if model.config.projector != section.projector:
             raise ValueError(
@@ -65,6 +67,7 @@ def build_model(section: ModelSection) -> tuple[Any, Any]:
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         attn_implementation=section.attn_implementation,
         dtype=_dtype(section.dtype),
+        use_kernels=section.use_kernels,
     )
     return model, DecoVLMProcessor.from_model(model, image_processor, tokenizer)
 

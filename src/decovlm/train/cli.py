@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from decovlm.train.config import dump_config, list_presets, load_config
+    from decovlm.train.engines import EngineUnavailable, check_engine
 
     if args.list or not args.config:
         print("\n".join(list_presets()))
@@ -53,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
             )
             for key in ("deepspeed", "fsdp_config"):
                 print(f"training.{key}: {resolve_engine_file(getattr(t, key), key)}")
+            try:
+                print(f"engine: {check_engine(config)}")
+            except EngineUnavailable as err:
+                print(f"engine: not available on this machine: {err}")
             return 0
-    except (ValueError, FileNotFoundError) as err:
+        check_engine(config)
+    except (ValueError, FileNotFoundError, EngineUnavailable) as err:
         print(f"decovlm train: error: {err}")
         return 2
     logging.basicConfig(

@@ -46,6 +46,8 @@ class ModelSection:
     image_resize_mode: str = "naive"  # DeCo's code: naive stretch; LLaVA-1.5: pad
     attn_implementation: str = "sdpa"
     dtype: str | None = None  # weights dtype at load (None: fp32 master weights for amp)
+    # Hub kernels (`kernels` package, fetched from the hub): off, so offline machines train.
+    use_kernels: bool = False
     # Start from a saved decovlm model folder instead of vision + llm (e.g. a previous run).
     init_from: str | None = None
     # Use a random tiny model (vision/llm ignored); see TinyModel.
@@ -106,8 +108,9 @@ class TrainingSection:
     report_to: list = field(
         default_factory=lambda: ["tensorboard", "wandb"]
     )  # missing ones dropped
+    # Engines (decovlm.train.engines): CUDA only; refused with a clear error where they cannot run.
     deepspeed: str | None = None  # a json path or a packaged name (zero2, zero3)
-    fsdp: str = ""  # e.g. "full_shard auto_wrap"
+    fsdp: str = ""  # e.g. "full_shard auto_wrap" (FSDP2 where torch has it)
     fsdp_config: str | None = None  # a json path or a packaged name (fsdp_full_shard, ...)
     ddp_find_unused_parameters: bool | None = None  # None: true when text-only records exist
     use_cpu: bool = False
@@ -139,6 +142,11 @@ class TrainConfig:
         if t.global_batch_size <= 0 or t.per_device_batch_size <= 0:
             raise ValueError(
                 "training.global_batch_size and per_device_batch_size must be positive"
+            )
+        if t.deepspeed and t.fsdp:
+            raise ValueError(
+                "training.deepspeed and training.fsdp are both set: choose one engine "
+                "(training.deepspeed=null or training.fsdp='')"
             )
         if self.data.template not in ("plain", "vicuna_v1", "tokenizer"):
             raise ValueError(

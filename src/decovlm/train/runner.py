@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from decovlm.train.config import TrainConfig, dump_config
-from decovlm.train.engine_files import resolve_engine_file
 from decovlm.utils.io import atomic_write_json, atomic_write_text, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -78,6 +77,8 @@ def _checkpointing_arguments(arguments_class, enabled: bool) -> dict[str, Any]:
 def training_arguments(config: TrainConfig, has_text_only: bool):
     from transformers import TrainingArguments
 
+    from decovlm.train.engines import engine_arguments
+
     t = config.training
     world = _world_size()
     per_step = t.per_device_batch_size * world
@@ -111,9 +112,7 @@ def training_arguments(config: TrainConfig, has_text_only: bool):
         seed=t.seed,
         data_seed=t.seed,
         report_to=_report_to(list(t.report_to)),
-        deepspeed=resolve_engine_file(t.deepspeed, "deepspeed"),
-        fsdp=t.fsdp,
-        fsdp_config=resolve_engine_file(t.fsdp_config, "fsdp_config"),
+        **engine_arguments(t),  # deepspeed json, or fsdp + fsdp_config (decovlm.train.engines)
         ddp_find_unused_parameters=find_unused,
         use_cpu=t.use_cpu,
         disable_tqdm=t.disable_tqdm,
@@ -151,6 +150,7 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         find_resume_checkpoint,
         list_checkpoints,
     )
+    from decovlm.train.engines import check_engine, engine_report, single_process_group
     from decovlm.train.stages import (
         configure_stage,
         format_summary,
@@ -161,6 +161,8 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
     from decovlm.train.trainer import DecoTrainer
 
     config.validate()
+    engine = check_engine(config)  # FSDP / DeepSpeed run for real or refuse, before any work
+    single_process_group(engine)
     t = config.training
     out = Path(t.output_dir)
     is_main = _rank() == 0
@@ -203,7 +205,12 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         train_dataset=dataset,
         data_collator=DataCollator(pad_token_id_of(processor.tokenizer)),
         processing_class=processor,
-        callbacks=[JsonlMetrics(out / "metrics.jsonl"), CheckpointMarker(), *(callbacks or [])],
+        callbacks=[
+            JsonlMetrics(out / "metrics.jsonl"),
+            CheckpointMarker(),
+            *([engine_report(engine)] if engine != "ddp" else []),
+            *(callbacks or []),
+        ],
         sampler_kind=config.data.sampler,
     )
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
