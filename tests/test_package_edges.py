@@ -169,7 +169,7 @@ def _python(code: str, tmp_path: Path) -> str:
     return done.stdout
 
 
-def test_cli_help_imports_neither_torch_nor_transformers(tmp_path):
+def test_cli_help_and_world_import_neither_torch_nor_transformers(tmp_path):
     out = _python(
         """
         import contextlib, io, sys
@@ -182,6 +182,10 @@ def test_cli_help_imports_neither_torch_nor_transformers(tmp_path):
             assert "usage: decovlm" in text.getvalue(), argv
             heavy = {"torch", "transformers"} & set(sys.modules)
             assert not heavy, f"decovlm {' '.join(argv)} imported {heavy}"
+        # writing the synthetic world's data (no backbones) needs neither
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(["world", "--out", "w", "--train", "4", "--eval", "2", "--no-progress"]) == 0
+        assert not {"torch", "transformers"} & set(sys.modules), "decovlm world"
         print("ok")
         """,
         tmp_path,

@@ -118,7 +118,10 @@ class _AfterImport:
             return None
         if self in sys.meta_path:
             sys.meta_path.remove(self)  # before searching, so the search does not find us again
-        spec = importlib.util.find_spec(fullname)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        except (ImportError, ValueError):
+            return None  # the regular finders report it as they would without us
         if spec is not None and spec.loader is not None:
             spec.loader = _LoaderAfter(spec.loader, self.callback)
         return spec
