@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
+        # Names and help lines only: `decovlm --help` imports no sub-command module (no torch);
+        # main() adds a sub-command's own arguments when it is named.
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 """A small LLaVA-format data set on disk (coloured shapes), for tests, examples and benchmarks.
 
-Words come from the tiny test tokenizer's vocabulary (`decovlm.testing`), so nothing maps to
+Words come from the tiny tokenizer's vocabulary (`decovlm.modeling.tiny`), so nothing maps to
 <unk> in the assistant turns. `write_toy_dataset` can also add deliberately bad records.
 """
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from decovlm.cli_args import add_loading_arguments
 from decovlm.eval.benchmarks import BENCHMARKS
 from decovlm.eval.metrics import BOX_PARSERS, FRAMES
-from decovlm.modeling.loading import add_loading_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

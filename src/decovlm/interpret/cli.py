@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decovlm.modeling.loading import add_loading_arguments
+from decovlm.cli_args import add_loading_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decovlm.modeling.loading import add_loading_arguments
+from decovlm.cli_args import add_loading_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -79,6 +79,10 @@ class DecoVLMConfig(PreTrainedConfig):
             )
         if getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
+        # Every Auto* load makes the config before it looks up the model class: register now.
+        from decovlm.modeling.auto import register_all
+
+        register_all()
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -1,22 +1,13 @@
-"""Load a saved decovlm model and its processor by folder, on a device, in a dtype (CLI helper)."""
+"""Load a saved decovlm model and its processor by folder, on a device, in a dtype.
+
+The matching `--device` / `--dtype` arguments are in `decovlm.cli_args`.
+"""
 
 from __future__ import annotations
 
 import os
 
 from decovlm.utils.device import resolve_device
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def add_loading_arguments(parser) -> None:
-    """`--device` and `--dtype`, the same for every command that loads a saved model."""
-    parser.add_argument(
-        "--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, mps ..."
-    )
-    parser.add_argument(
-        "--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: as saved)"
-    )
 
 
 def load_model(

@@ -13,7 +13,7 @@ import argparse
 import ipaddress
 import sys
 
-from decovlm.modeling.loading import add_loading_arguments
+from decovlm.cli_args import add_loading_arguments
 from decovlm.serve.engine import TEMPLATES
 
 

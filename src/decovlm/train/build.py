@@ -10,7 +10,7 @@ import torch
 
 from decovlm.data.dataset import ConversationDataset
 from decovlm.data.records import SkipLog, load_records
-from decovlm.train.config import ModelSection, TrainConfig
+from decovlm.train.config import MODEL_CONFIG_FIELDS, ModelSection, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,13 @@ def _dtype(name: str | None) -> torch.dtype | None:
     return table[name]
 
 
+def model_config_fields(section: ModelSection) -> dict[str, Any]:
+    """The `DecoVLMConfig` fields a training config sets (`MODEL_CONFIG_FIELDS`), by name."""
+    fields = {name: getattr(section, name) for name in MODEL_CONFIG_FIELDS}
+    fields["projector_kwargs"] = fields["projector_kwargs"] or None
+    return fields
+
+
 def build_model(section: ModelSection) -> tuple[Any, Any]:
     """(model, processor): a tiny random model, a saved decovlm folder, or vision + LLM components."""
     from decovlm.modeling import DecoVLMForConditionalGeneration, DecoVLMProcessor
@@ -49,53 +56,40 @@ def build_model(section: ModelSection) -> tuple[Any, Any]:
                 f"{section.projector!r}; set model.projector={model.config.projector}"
             )
         return model, processor
+    fields = model_config_fields(section)
+    image_token = fields.pop("image_token")
     if section.tiny is not None:
-        return build_tiny(section)
+        from decovlm.modeling.tiny import tiny_model
+
+        t = section.tiny
+        return tiny_model(
+            vision=t.vision,
+            llm=t.llm,
+            image_size=t.image_size,
+            patch_size=t.patch_size,
+            vision_hidden=t.vision_hidden,
+            llm_hidden=t.llm_hidden,
+            seed=t.seed,
+            attn_implementation=section.attn_implementation,
+            image_token=image_token,
+            **fields,
+        )
     from transformers import AutoImageProcessor, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(section.llm)
     image_processor = AutoImageProcessor.from_pretrained(section.vision)
-    if "<image>" not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    if image_token not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
     model = DecoVLMForConditionalGeneration.from_components(
         section.vision,
         section.llm,
-        projector=section.projector,
-        projector_kwargs=section.projector_kwargs or None,
-        vision_feature_layer=section.vision_feature_layer,
-        image_resize_mode=section.image_resize_mode,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_id=tokenizer.convert_tokens_to_ids(image_token),
         attn_implementation=section.attn_implementation,
         dtype=_dtype(section.dtype),
         use_kernels=section.use_kernels,
+        **fields,
     )
-    return model, DecoVLMProcessor.from_model(model, image_processor, tokenizer)
-
-
-def build_tiny(section: ModelSection) -> tuple[Any, Any]:
-    """A random tiny model (decovlm.testing pieces) with the configured grid and widths."""
-    from decovlm.modeling import DecoVLMForConditionalGeneration, DecoVLMProcessor
-    from decovlm.testing import tiny_llm, tiny_tokenizer, tiny_vision
-
-    t = section.tiny
-    torch.manual_seed(t.seed)
-    tokenizer = tiny_tokenizer()
-    vision, image_processor = tiny_vision(t.vision, t.image_size, t.patch_size, t.vision_hidden)
-    llm = tiny_llm(
-        t.llm,
-        vocab_size=len(tokenizer),
-        hidden=t.llm_hidden,
-        attn_implementation=section.attn_implementation,
-    )
-    model = DecoVLMForConditionalGeneration.from_components(
-        vision,
-        llm,
-        projector=section.projector,
-        projector_kwargs=section.projector_kwargs or None,
-        vision_feature_layer=section.vision_feature_layer,
-        image_resize_mode=section.image_resize_mode,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-    )
+    model.config.image_token = image_token
     return model, DecoVLMProcessor.from_model(model, image_processor, tokenizer)
 
 

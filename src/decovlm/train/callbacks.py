@@ -75,18 +75,6 @@ class CheckpointMarker(TrainerCallback):
         _barrier()
 
 
-class StopAfterStep(TrainerCallback):
-    """Stops training cleanly after `step` optimizer steps (used by tests and the demo)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs: Any):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
-
-
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path, bool]]:
     """(step, folder, complete) for every `checkpoint-N` folder, oldest first."""
     out = []

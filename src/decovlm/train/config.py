@@ -21,6 +21,7 @@ import yaml
 
 PRESET_DIR = Path(__file__).parent / "presets"
 STAGES = ("align", "finetune", "no-align")
+NO_ALIGN_PREFIX = "no-align+"  # the DeCo fork's projector prefix for its one-stage recipe
 
 
 @dataclass
@@ -36,6 +37,19 @@ class TinyModel:
     seed: int = 0
 
 
+# The `DecoVLMConfig` fields a training config sets under `model.`, same names; the others come
+# from the backbones (vision_config, text_config, tie_word_embeddings) or the tokenizer
+# (image_token_id: the id of `image_token`).
+MODEL_CONFIG_FIELDS = (
+    "projector",
+    "projector_kwargs",
+    "vision_feature_layer",
+    "vision_feature_select",
+    "image_resize_mode",
+    "image_token",
+)
+
+
 @dataclass
 class ModelSection:
     vision: str = "openai/clip-vit-large-patch14-336"
@@ -43,7 +57,11 @@ class ModelSection:
     projector: str = "mlp2x_gelu"
     projector_kwargs: dict = field(default_factory=dict)
     vision_feature_layer: int = -2
+    vision_feature_select: str = "patch"  # patch: drop the CLS token(s); full: keep them
     image_resize_mode: str = "naive"  # DeCo's code: naive stretch; LLaVA-1.5: pad
+    # The placeholder the processor expands to M tokens; added to the tokenizer if missing (an
+    # existing token, e.g. Qwen2's "<|image_pad|>", avoids growing the embedding table).
+    image_token: str = "<image>"
     attn_implementation: str = "sdpa"
     dtype: str | None = None  # weights dtype at load (None: fp32 master weights for amp)
     # Hub kernels (`kernels` package, fetched from the hub): off, so offline machines train.
@@ -125,6 +143,7 @@ class TrainConfig:
     training: TrainingSection = field(default_factory=TrainingSection)
 
     def validate(self) -> None:
+        apply_stage_prefix(self)
         t = self.training
         if t.stage not in STAGES:
             raise ValueError(f"training.stage must be one of {STAGES}, got {t.stage!r}")
@@ -317,7 +336,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     data = apply_overrides(load_yaml_with_inherit(name_or_path), overrides or [])
-    return substitute_projector(config_from_dict(data))
+    # `{projector}` first, with the prefix: a one-stage run never shares a two-stage run's folder.
+    return apply_stage_prefix(substitute_projector(config_from_dict(data)))
+
+
+def apply_stage_prefix(config: TrainConfig) -> TrainConfig:
+    """The DeCo fork's `no-align+SPEC` projector selects its one-stage recipe: stage `no-align`.
+
+    The fork runs `--model.arch_specifier no-align+avgpool2_144` with its finetune stage, which
+    then trains a fresh projector with the LLM and loads no align checkpoint. So a finetune config
+    with the prefix becomes stage `no-align` without the preset's `projector_path`, and the prefix
+    leaves the spec (it names no projector). An align config with it is a contradiction.
+    """
+    spec = config.model.projector.strip()
+    if not spec.lower().startswith(NO_ALIGN_PREFIX):
+        return config
+    t = config.training
+    if t.stage == "align":
+        raise ValueError(
+            f"model.projector {spec!r} means DeCo's one-stage recipe (no align stage) but "
+            f"training.stage is 'align'; drop the {NO_ALIGN_PREFIX!r} prefix to align"
+        )
+    config.model.projector = spec[len(NO_ALIGN_PREFIX) :]
+    if t.stage == "finetune":
+        t.stage = "no-align"
+        t.projector_path = None  # the finetune preset's align hand-off does not apply
+    return config
 
 
 def substitute_projector(config: TrainConfig) -> TrainConfig:

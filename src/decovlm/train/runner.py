@@ -19,7 +19,6 @@ markers and the output folder layout:
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -255,11 +254,3 @@ def _clean_incomplete(out: Path, is_main: bool) -> None:
     for _, path, ok in list_checkpoints(out):
         if not ok:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def load_result_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    return read_jsonl(Path(output_dir) / "metrics.jsonl")
-
-
-def read_trainable(output_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(output_dir) / "trainable.json").read_text(encoding="utf-8"))

@@ -3,7 +3,8 @@
 - `align`: the projector only (vision tower and LLM frozen), LLaVA's stage 1.
 - `finetune`: projector + LLM (or LoRA adapters on the LLM), starting from the align stage's
   projector loaded from an explicit `projector.safetensors` path.
-- `no-align`: DeCo's one-stage run: as `finetune`, from a freshly initialised projector.
+- `no-align`: DeCo's one-stage run: as `finetune`, from a freshly initialised projector (a
+  `no-align+SPEC` projector, the DeCo fork's spelling, selects it: `train.config.apply_stage_prefix`).
 The vision tower is always frozen and kept in eval mode.
 
 The projector is loaded into the plain model before the Trainer wraps it (DDP/FSDP/ZeRO), which

@@ -7,18 +7,36 @@ formats, and three small backbones (tokenizer, CLIP vision encoder, Llama LM) tr
     paths = prepare_backbones("world", budget="quick")   # world/backbones/{tokenizer,vision,llm}
 """
 
-from decovlm.world.render import RenderedScene, mask_box, patch_labels, render_scene
-from decovlm.world.scene import (
-    COLOURS,
-    SHAPES,
-    SIZES,
-    Scene,
-    WorldConfig,
-    WorldObject,
-    sample_scene,
+from typing import TYPE_CHECKING
+
+from decovlm.utils.lazy import lazy_exports
+
+# Loaded on first use, so `decovlm world --help` imports none of the rendering code.
+_EXPORTS = {
+    **dict.fromkeys(["RenderedScene", "mask_box", "patch_labels", "render_scene"], "render"),
+    **dict.fromkeys(
+        ["COLOURS", "SHAPES", "SIZES", "Scene", "WorldConfig", "WorldObject", "sample_scene"],
+        "scene",
+    ),
+    **dict.fromkeys(["QA", "all_questions", "caption"], "tasks"),
+    **dict.fromkeys(["WorldFiles", "generate_world", "load_world_meta"], "writer"),
+}
+__getattr__, __dir__ = lazy_exports(
+    globals(), {name: f"decovlm.world.{module}" for name, module in _EXPORTS.items()}
 )
-from decovlm.world.tasks import QA, all_questions, caption
-from decovlm.world.writer import WorldFiles, generate_world, load_world_meta
+if TYPE_CHECKING:
+    from decovlm.world.render import RenderedScene, mask_box, patch_labels, render_scene
+    from decovlm.world.scene import (
+        COLOURS,
+        SHAPES,
+        SIZES,
+        Scene,
+        WorldConfig,
+        WorldObject,
+        sample_scene,
+    )
+    from decovlm.world.tasks import QA, all_questions, caption
+    from decovlm.world.writer import WorldFiles, generate_world, load_world_meta
 
 
 def prepare_backbones(*args, **kwargs):

@@ -1,0 +1,18 @@
+"""Command-line arguments shared by several `decovlm` sub-commands (argparse only, imports nothing heavy)."""
+
+from __future__ import annotations
+
+import argparse
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--device` and `--dtype`, the same for every command that loads a saved model
+    (`decovlm.modeling.loading.load_model(path, args.device, args.dtype)`)."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, mps ..."
+    )
+    parser.add_argument(
+        "--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: as saved)"
+    )
