@@ -1,8 +1,13 @@
-"""`DecoVLMProcessor`: image preprocessing (naive / pad / crop) plus the tokenizer, with `<image>` expansion.
+"""`DecoVLMProcessor`: image preprocessing (naive / pad / crop), the tokenizer, and the chat template.
 
 Each `<image>` in the text becomes exactly M placeholder tokens, where M comes from the projector's
 `num_output_tokens` for the vision tower's patch grid, so the model's merge never sees a count
 mismatch for well-formed input.
+
+The processor owns the prompt: it holds the chat template the model was trained with (saved as
+`chat_template.jinja` by `save_pretrained`) and every caller (training, eval, serve, explain, chat,
+predict) formats questions with `apply_chat_template` / `format_question` and tokenizes them with
+`__call__`, which encodes text exactly as training does (`decovlm.modeling.chat_template`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from typing import Any
 import torch
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
+
+from decovlm.modeling.chat_template import TextEncoder, resolve_chat_template, template_name
 
 RESIZE_MODES = ("naive", "pad", "crop")
 
@@ -27,7 +34,8 @@ class DecoVLMProcessor(ProcessorMixin):
         image_token: the placeholder string in prompts.
         image_resize_mode: `naive` (stretch to the square input; DeCo), `pad` (pad to square with the
             mean colour, LLaVA-1.5), `crop` (the image processor's own resize + centre crop).
-        chat_template: Jinja template; defaults to the tokenizer's.
+        chat_template: Jinja text or a built-in name (`vicuna_v1`, `plain`, `tokenizer`); defaults to
+            the tokenizer's own template, or `vicuna_v1` for a tokenizer without one.
     """
 
     def __init__(
@@ -51,13 +59,20 @@ class DecoVLMProcessor(ProcessorMixin):
         self.image_resize_mode = image_resize_mode
         if tokenizer is not None and image_token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
-        if chat_template is None and tokenizer is not None:
-            chat_template = getattr(tokenizer, "chat_template", None)
+        if tokenizer is not None:
+            chat_template = resolve_chat_template(chat_template, tokenizer)
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
     def from_model(cls, model, image_processor, tokenizer, **kwargs: Any) -> DecoVLMProcessor:
-        """A processor that matches `model` (its M, placeholder and resize mode)."""
+        """A processor that matches `model` (its M, placeholder and resize mode).
+
+        When the tokenizer lacks the placeholder it is added, at id len(tokenizer). An LLM whose
+        embedding table is padded beyond its tokenizer (Qwen2: 151936 rows for ~151665 tokens)
+        already has a row for that id, so the model is pointed at it; the row is never read
+        (image features replace it), so which unused row it is does not matter.
+        """
+        added = model.config.image_token not in tokenizer.get_vocab()
         processor = cls(
             image_processor,
             tokenizer,
@@ -67,6 +82,9 @@ class DecoVLMProcessor(ProcessorMixin):
             **kwargs,
         )
         token_id = processor.image_token_id
+        rows = model.get_input_embeddings().num_embeddings
+        if token_id != model.config.image_token_id and added and token_id < rows:
+            model.config.image_token_id = token_id
         if token_id != model.config.image_token_id:
             raise ValueError(
                 f"the tokenizer gives '{processor.image_token}' id {token_id} but the model expects "
@@ -77,6 +95,62 @@ class DecoVLMProcessor(ProcessorMixin):
     @property
     def image_token_id(self) -> int:
         return self.tokenizer.convert_tokens_to_ids(self.image_token)
+
+    # -- prompts --------------------------------------------------------------------------------
+    def resolve_chat_template(self, chat_template: str | None = None) -> str:
+        """Jinja for a name (`vicuna_v1`, `plain`, `tokenizer`) or Jinja; None / `auto`: the saved one."""
+        return resolve_chat_template(chat_template, self.tokenizer, self.chat_template)
+
+    @property
+    def chat_template_name(self) -> str:
+        """`vicuna_v1`, `plain`, `tokenizer` (the tokenizer's own) or `custom`."""
+        return template_name(self.chat_template, self.tokenizer)
+
+    def apply_chat_template(
+        self,
+        conversation: list[dict] | list[list[dict]],
+        chat_template: str | None = None,
+        add_generation_prompt: bool = False,
+        tokenize: bool = False,
+        images: Any = None,
+        **kwargs: Any,
+    ):
+        """The conversation rendered with this processor's chat template (HF's convention).
+
+        `chat_template` overrides it with a built-in name or Jinja. With `tokenize=True` the text
+        is encoded with `images` by `__call__`, else the text is returned.
+        """
+        text = self.tokenizer.apply_chat_template(
+            conversation,
+            chat_template=self.resolve_chat_template(chat_template),
+            add_generation_prompt=add_generation_prompt,
+            tokenize=False,
+            **kwargs,
+        )
+        if not tokenize:
+            return text
+        return self(text=text, images=images)
+
+    def format_question(
+        self, question: str, with_image: bool = True, chat_template: str | None = None
+    ) -> str:
+        """The prompt for one question (about one image, `<image>` first as in LLaVA's data)."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("the question must be a non-empty string")
+        # The image goes where the template puts it; a tag inside the question would be a second image.
+        question = " ".join(question.replace(self.image_token, " ").split())
+        content = f"{self.image_token}\n{question}" if with_image else question
+        return self.apply_chat_template(
+            [{"role": "user", "content": content}],
+            chat_template=chat_template,
+            add_generation_prompt=True,
+        )
+
+    def text_encoder(self) -> TextEncoder:
+        """The tokenization training uses (built per call: it must not be saved with the processor)."""
+        return TextEncoder(
+            self.tokenizer, self.image_token_id, self.num_image_tokens, self.image_token
+        )
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -141,18 +215,36 @@ class DecoVLMProcessor(ProcessorMixin):
             raise ValueError(
                 f"the text has {n_tags} '{self.image_token}' tag(s) but {len(image_list)} image(s) were given"
             )
-        encoded = self.tokenizer(
-            [self.expand_image_tokens(t) for t in texts],
-            return_tensors=return_tensors,
-            padding=padding,
-            padding_side=padding_side,
-            add_special_tokens=add_special_tokens,
-            **kwargs,
-        )
-        data = dict(encoded)
+        if kwargs:
+            raise TypeError(f"DecoVLMProcessor got unexpected arguments: {sorted(kwargs)}")
+        encoder = self.text_encoder()
+        rows = [encoder.encode_prompt(t, add_special_tokens) for t in texts]
+        data = self._pad(rows, padding, padding_side, return_tensors)
         if image_list:
             data["pixel_values"] = self.preprocess_images(image_list)
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _pad(self, rows: list[list[int]], padding, padding_side, return_tensors) -> dict:
+        lengths = {len(r) for r in rows}
+        if padding is False or padding == "do_not_pad" or len(lengths) == 1:
+            masks = [[1] * len(r) for r in rows]
+            if len(lengths) > 1 and return_tensors is not None:
+                raise ValueError("texts of different lengths need padding=True for tensors")
+            return {"input_ids": rows, "attention_mask": masks}
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        side = padding_side or getattr(tok, "padding_side", "right")
+        width = max(lengths)
+        ids, masks = [], []
+        for r in rows:
+            fill = width - len(r)
+            if side == "left":
+                ids.append([pad_id] * fill + r)
+                masks.append([0] * fill + [1] * len(r))
+            else:
+                ids.append(r + [pad_id] * fill)
+                masks.append([1] * len(r) + [0] * fill)
+        return {"input_ids": ids, "attention_mask": masks}
 
     def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
         return self.tokenizer.batch_decode(*args, **kwargs)
