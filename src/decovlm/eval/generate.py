@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
+
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 

@@ -47,7 +47,9 @@ BUILTIN_TEMPLATES = {
         "{%- set turns = messages -%}"
         "{%- endif -%}"
         "{{ system + ' ' }}"
-        "{%- for m in turns -%}" + _CONTENT + "{%- if m['role'] == 'user' -%}{{ 'USER: ' + text + ' ' }}"
+        "{%- for m in turns -%}"
+        + _CONTENT
+        + "{%- if m['role'] == 'user' -%}{{ 'USER: ' + text + ' ' }}"
         "{%- else -%}{{ 'ASSISTANT: ' + text | trim + eos_token }}{%- endif -%}"
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"

@@ -131,17 +131,21 @@ class DecoVLMProcessor(ProcessorMixin):
             return text
         return self(text=text, images=images)
 
-    def format_question(
-        self, question: str, with_image: bool = True, chat_template: str | None = None
-    ) -> str:
-        """The prompt for one question (about one image, `<image>` first as in LLaVA's data)."""
+    def question_message(self, question: str, with_image: bool = True) -> dict:
+        """A user message for a question (`<image>\\n` first when it is about the image, as in LLaVA's data)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question must be a non-empty string")
         # The image goes where the template puts it; a tag inside the question would be a second image.
         question = " ".join(question.replace(self.image_token, " ").split())
         content = f"{self.image_token}\n{question}" if with_image else question
+        return {"role": "user", "content": content}
+
+    def format_question(
+        self, question: str, with_image: bool = True, chat_template: str | None = None
+    ) -> str:
+        """The prompt for one question (about one image when `with_image`), ready to generate."""
         return self.apply_chat_template(
-            [{"role": "user", "content": content}],
+            [self.question_message(question, with_image)],
             chat_template=chat_template,
             add_generation_prompt=True,
         )
