@@ -34,7 +34,7 @@ def saved(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"prompt_{request.param}")
     model, processor = tiny_model("avgpool2_4")
     # What train.runner does: the template the labels are built with is the one saved.
-    processor.chat_template = processor.resolve_chat_template(request.param)
+    processor.set_chat_template(request.param)
     model.save_pretrained(root / "model")
     processor.save_pretrained(root / "model")
     Image.new("RGB", (32, 32), "red").save(root / "x.png")
@@ -131,6 +131,7 @@ def run_every_path(model, processor, root, tmp_path, calls) -> dict[str, list[in
 
 def test_every_path_gives_the_training_prompt_ids(saved, recorded, tmp_path):
     template, model, processor, root = saved
+    assert processor.chat_template_name == template
     assert processor.chat_template == BUILTIN_TEMPLATES.get(
         template, processor.tokenizer.chat_template
     )

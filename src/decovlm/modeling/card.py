@@ -48,11 +48,6 @@ def _table(rows: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _tokenizer_template(folder: Path) -> str | None:
-    cfg = _read_json(folder / "tokenizer_config.json")
-    return cfg.get("chat_template") if isinstance(cfg.get("chat_template"), str) else None
-
-
 def model_card(
     folder: str | os.PathLike,
     title: str | None = None,
@@ -71,10 +66,7 @@ def model_card(
     template_path = folder / "chat_template.jinja"
     template = template_path.read_text(encoding="utf-8") if template_path.is_file() else None
 
-    class _Tok:  # template_name compares with the tokenizer's own template
-        chat_template = _tokenizer_template(folder)
-
-    name = template_name(template, _Tok) if template else "none saved"
+    name = proc.get("chat_template_name") or (template_name(template) if template else "none saved")
     projector = config.get("projector", "?")
     lines = [
         "---",

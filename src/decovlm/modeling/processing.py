@@ -19,7 +19,12 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
-from decovlm.modeling.chat_template import TextEncoder, resolve_chat_template, template_name
+from decovlm.modeling.chat_template import (
+    CHAT_TEMPLATES,
+    TextEncoder,
+    resolve_chat_template,
+    template_name,
+)
 
 RESIZE_MODES = ("naive", "pad", "crop")
 
@@ -36,6 +41,8 @@ class DecoVLMProcessor(ProcessorMixin):
             mean colour, LLaVA-1.5), `crop` (the image processor's own resize + centre crop).
         chat_template: Jinja text or a built-in name (`vicuna_v1`, `plain`, `tokenizer`); defaults to
             the tokenizer's own template, or `vicuna_v1` for a tokenizer without one.
+        chat_template_name: the template's name (saved in processor_config.json: once saved, the
+            tokenizer reads the processor's `chat_template.jinja` too, so its own is not told apart).
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class DecoVLMProcessor(ProcessorMixin):
         image_token: str = "<image>",
         image_resize_mode: str = "naive",
         chat_template: str | None = None,
+        chat_template_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         if image_resize_mode not in RESIZE_MODES:
@@ -60,7 +68,11 @@ class DecoVLMProcessor(ProcessorMixin):
         if tokenizer is not None and image_token not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
         if tokenizer is not None:
-            chat_template = resolve_chat_template(chat_template, tokenizer)
+            given = chat_template
+            chat_template = resolve_chat_template(given, tokenizer)
+            if chat_template_name is None:
+                chat_template_name = _name_of(given, chat_template, tokenizer)
+        self.chat_template_name = chat_template_name
         super().__init__(image_processor, tokenizer, chat_template=chat_template)
 
     @classmethod
@@ -101,10 +113,11 @@ class DecoVLMProcessor(ProcessorMixin):
         """Jinja for a name (`vicuna_v1`, `plain`, `tokenizer`) or Jinja; None / `auto`: the saved one."""
         return resolve_chat_template(chat_template, self.tokenizer, self.chat_template)
 
-    @property
-    def chat_template_name(self) -> str:
-        """`vicuna_v1`, `plain`, `tokenizer` (the tokenizer's own) or `custom`."""
-        return template_name(self.chat_template, self.tokenizer)
+    def set_chat_template(self, chat_template: str) -> None:
+        """Prompt with this template from now on (and save it): a built-in name or Jinja."""
+        jinja = self.resolve_chat_template(chat_template)
+        self.chat_template_name = _name_of(chat_template, jinja, self.tokenizer)
+        self.chat_template = jinja
 
     def apply_chat_template(
         self,
@@ -259,6 +272,13 @@ class DecoVLMProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]
+
+
+def _name_of(given: str | None, jinja: str, tokenizer) -> str:
+    """`vicuna_v1`, `plain`, `tokenizer` (the tokenizer's own) or `custom`."""
+    if given in CHAT_TEMPLATES:
+        return given
+    return template_name(jinja, tokenizer)
 
 
 def _size_hw(size: Any) -> tuple[int, int] | None:
