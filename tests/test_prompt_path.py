@@ -42,36 +42,32 @@ def saved(request, tmp_path_factory):
     return request.param, model, processor, root
 
 
-def training_prompt_ids(processor, template: str, root) -> list[int]:
-    record = parse_record(
-        {
-            "id": "r",
-            "image": "x.png",
-            "conversations": [
-                {"from": "human", "value": f"<image>\n{QUESTION}"},
-                {"from": "gpt", "value": ANSWER},
-            ],
-        },
-        0,
-    )
+def training_prompt_ids(processor, template: str, root, turns=((QUESTION, ANSWER),)) -> list[int]:
+    """The ids before the last assistant turn of a training sample."""
+    conversations = []
+    for n, (question, answer) in enumerate(turns):
+        conversations.append({"from": "human", "value": question if n else f"<image>\n{question}"})
+        conversations.append({"from": "gpt", "value": answer})
+    record = parse_record({"id": "r", "image": "x.png", "conversations": conversations}, 0)
     item = ConversationDataset([record], processor, template, image_root=root)[0]
     labels = item["labels"].tolist()
-    first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    return item["input_ids"][:first].tolist()
+    supervised = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    last = max(i for i in supervised if i - 1 not in supervised)  # start of the last answer
+    return item["input_ids"][:last].tolist()
 
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Every input_ids row the processor produces, per call."""
+    """The first input_ids row of every batch the processor builds (`__call__` and
+    `apply_chat_template(tokenize=True)` both end in `_batch`)."""
     calls: list[list[int]] = []
-    original = DecoVLMProcessor.__call__
+    original = DecoVLMProcessor._batch
 
-    def spy(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        calls.append(out["input_ids"][0].tolist())
-        return out
+    def spy(self, rows, *args, **kwargs):
+        calls.append(list(rows[0]))
+        return original(self, rows, *args, **kwargs)
 
-    monkeypatch.setattr(DecoVLMProcessor, "__call__", spy)
+    monkeypatch.setattr(DecoVLMProcessor, "_batch", spy)
     return calls
 
 
@@ -152,3 +148,23 @@ def test_an_explicit_override_changes_the_prompt(saved):
     assert processor.format_question(QUESTION, chat_template=other) != processor.format_question(
         QUESTION
     )
+
+
+def test_a_chat_history_gets_the_training_ids(recorded, tmp_path):
+    """Turn 2 of a chat is encoded as the same conversation is in training (turn by turn)."""
+    from decovlm.infer.chat import ChatSession
+
+    torch.set_num_threads(1)
+    model, processor = tiny_model("avgpool2_4")
+    processor.set_chat_template("vicuna_v1")
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "x.png")
+    turns = ((QUESTION, "red circle"), ("how many objects ?", "two"))
+    train_ids = training_prompt_ids(processor, "vicuna_v1", tmp_path, turns)
+    session = ChatSession(model, processor, tmp_path / "x.png", max_new_tokens=1, out=io.StringIO())
+    session.set_image(tmp_path / "x.png")
+    session.messages = [
+        processor.question_message(QUESTION),
+        {"role": "assistant", "content": "red circle"},
+    ]
+    session.ask("how many objects ?")
+    assert recorded[-1] == train_ids

@@ -9,12 +9,10 @@ when the counts disagree it masks the whole sample with a warning and the loss s
 0), and the prompt part of a sample has exactly the ids the processor gives that prompt at
 inference. `<image>` in a segment becomes exactly M copies of the image token id.
 
-Assistant spans are found by rendering prefixes of the conversation: the text of the conversation
-up to turn i with the generation prompt and the text up to and including turn i must both be
-prefixes of the full rendering; the characters between them are assistant turn i (its content
-plus the template's end-of-turn marker, e.g. `</s>`, which is supervised so the model learns to
-stop). A template whose renderings are not prefix-consistent (it rewrites history) is rejected
-with a clear error. `plain` (LLaVA's align stage) keeps `<image>` and the caption + eos only.
+Assistant spans are found by rendering prefixes of the conversation (`split_turns`, shared with
+the processor's `apply_chat_template(tokenize=True)`): each assistant turn's content plus the
+template's end-of-turn marker (e.g. `</s>`) is supervised, so the model learns to stop. A template
+whose renderings are not prefix-consistent (it rewrites history) is rejected with a clear error. `plain` (LLaVA's align stage) keeps `<image>` and the caption + eos only.
 
 After encoding, `verify_labels` decodes each supervised span and compares it with the assistant
 text; a mismatch raises `BadRecord` naming the record id.
@@ -30,6 +28,7 @@ from decovlm.modeling.chat_template import (
     CHAT_TEMPLATES,
     TextEncoder,
     resolve_chat_template,
+    split_turns,
 )
 
 IGNORE_INDEX = -100
@@ -63,28 +62,7 @@ def build_segments(template: str, turns: list[Turn], tokenizer) -> list[Segment]
             msgs, chat_template=jinja, tokenize=False, add_generation_prompt=gen
         )
 
-    full = render(messages, False)
-    segments: list[Segment] = []
-    pos = 0
-    for i, msg in enumerate(messages):
-        if msg["role"] != "assistant":
-            continue
-        before = render(messages[:i], True)
-        upto = render(messages[: i + 1], False)
-        if not (full.startswith(before) and full.startswith(upto) and len(before) < len(upto)):
-            raise ValueError(
-                "the chat template is not prefix-consistent (rendering a conversation prefix is "
-                "not a prefix of the full rendering), so assistant spans cannot be found; use "
-                "chat template 'vicuna_v1' or a template without history rewriting"
-            )
-        if len(before) < pos:
-            raise ValueError("the chat template renders overlapping assistant spans")
-        segments.append(Segment(full[pos : len(before)], False))
-        segments.append(Segment(full[len(before) : len(upto)], True))
-        pos = len(upto)
-    if pos < len(full):
-        segments.append(Segment(full[pos:], False))
-    return segments
+    return [Segment(text, supervised) for text, supervised in split_turns(render, messages)]
 
 
 class SegmentEncoder(TextEncoder):

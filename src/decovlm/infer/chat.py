@@ -86,9 +86,15 @@ class ChatSession:
         message = self.processor.question_message(
             question, self.image is not None and not self.messages
         )
-        prompt = self.prompt(question)
         images = [self.image] if self.image is not None else None
-        batch = self.processor(text=[prompt], images=images, return_tensors="pt")
+        # Encoded turn by turn, as training encodes the same conversation (not the joined text).
+        batch = self.processor.apply_chat_template(
+            [*self.messages, message],
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            tokenize=True,
+            images=images,
+        )
         param = next(self.model.parameters())
         batch = {
             k: v.to(param.device, param.dtype) if k == "pixel_values" else v.to(param.device)

@@ -99,6 +99,38 @@ def template_name(template: str | None, tokenizer=None) -> str:
     return "custom"
 
 
+def split_turns(render, messages: list[dict], add_generation_prompt: bool = False):
+    """The rendered conversation cut at its assistant turns: a list of (text, is_assistant).
+
+    `render(messages, add_generation_prompt) -> str`. The text up to assistant turn i with the
+    generation prompt and the text up to and including turn i must both be prefixes of the full
+    rendering; the characters between them are turn i (its content and the template's end-of-turn
+    marker). Training supervises those pieces; inference encodes the same pieces, so a history
+    gets the ids it had in training. A template that rewrites history cannot be cut: ValueError.
+    """
+    full = render(messages, add_generation_prompt)
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        before = render(messages[:i], True)
+        upto = render(messages[: i + 1], False)
+        if not (full.startswith(before) and full.startswith(upto) and len(before) < len(upto)):
+            raise ValueError(
+                "the chat template is not prefix-consistent (rendering a conversation prefix is "
+                "not a prefix of the full rendering), so assistant turns cannot be found; use "
+                "chat template 'vicuna_v1' or a template without history rewriting"
+            )
+        if len(before) < pos:
+            raise ValueError("the chat template renders overlapping assistant turns")
+        pieces += [(full[pos : len(before)], False), (full[len(before) : len(upto)], True)]
+        pos = len(upto)
+    if pos < len(full):
+        pieces.append((full[pos:], False))
+    return pieces
+
+
 class TextEncoder:
     """Tokenizes prompt text with one tokenizer's quirks worked out once (see the module docstring)."""
 

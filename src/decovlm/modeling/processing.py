@@ -23,6 +23,7 @@ from decovlm.modeling.chat_template import (
     CHAT_TEMPLATES,
     TextEncoder,
     resolve_chat_template,
+    split_turns,
     template_name,
 )
 
@@ -130,19 +131,29 @@ class DecoVLMProcessor(ProcessorMixin):
     ):
         """The conversation rendered with this processor's chat template (HF's convention).
 
-        `chat_template` overrides it with a built-in name or Jinja. With `tokenize=True` the text
-        is encoded with `images` by `__call__`, else the text is returned.
+        `chat_template` overrides it with a built-in name or Jinja. Returns the text, or with
+        `tokenize=True` the model inputs for one conversation and its `images`, encoded turn by turn
+        exactly as training encodes the same conversation (`split_turns`), so a multi-turn history
+        gets the ids the model was trained on.
         """
-        text = self.tokenizer.apply_chat_template(
-            conversation,
-            chat_template=self.resolve_chat_template(chat_template),
-            add_generation_prompt=add_generation_prompt,
-            tokenize=False,
-            **kwargs,
-        )
+        jinja = self.resolve_chat_template(chat_template)
+
+        def render(messages: list[dict], generation_prompt: bool) -> str:
+            return self.tokenizer.apply_chat_template(
+                messages,
+                chat_template=jinja,
+                add_generation_prompt=generation_prompt,
+                tokenize=False,
+                **kwargs,
+            )
+
         if not tokenize:
-            return text
-        return self(text=text, images=images)
+            return render(conversation, add_generation_prompt)
+        encoder = self.text_encoder()
+        ids = encoder.encode_prompt("")
+        for text, _ in split_turns(render, conversation, add_generation_prompt):
+            ids += encoder.encode_segment(text)
+        return self._batch([ids], _as_list(images), "pt", True, None)
 
     def question_message(self, question: str, with_image: bool = True) -> dict:
         """A user message for a question (`<image>\\n` first when it is about the image, as in LLaVA's data)."""
@@ -222,20 +233,19 @@ class DecoVLMProcessor(ProcessorMixin):
         if text is None:
             raise ValueError("DecoVLMProcessor needs text; put an '<image>' where each image goes")
         texts = [text] if isinstance(text, str) else list(text)
-        image_list = (
-            []
-            if images is None
-            else ([images] if not isinstance(images, list | tuple) else list(images))
-        )
-        n_tags = sum(t.count(self.image_token) for t in texts)
-        if n_tags != len(image_list):
-            raise ValueError(
-                f"the text has {n_tags} '{self.image_token}' tag(s) but {len(image_list)} image(s) were given"
-            )
         if kwargs:
             raise TypeError(f"DecoVLMProcessor got unexpected arguments: {sorted(kwargs)}")
         encoder = self.text_encoder()
         rows = [encoder.encode_prompt(t, add_special_tokens) for t in texts]
+        return self._batch(rows, _as_list(images), return_tensors, padding, padding_side)
+
+    def _batch(self, rows, image_list, return_tensors, padding, padding_side) -> BatchFeature:
+        """Token-id rows (padded, with attention masks) and the images their tags refer to."""
+        n_tags = sum(r.count(self.image_token_id) for r in rows) // self.num_image_tokens
+        if n_tags != len(image_list):
+            raise ValueError(
+                f"the text has {n_tags} '{self.image_token}' tag(s) but {len(image_list)} image(s) were given"
+            )
         data = self._pad(rows, padding, padding_side, return_tensors)
         if image_list:
             data["pixel_values"] = self.preprocess_images(image_list)
@@ -272,6 +282,12 @@ class DecoVLMProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]
+
+
+def _as_list(images) -> list:
+    if images is None:
+        return []
+    return list(images) if isinstance(images, list | tuple) else [images]
 
 
 def _name_of(given: str | None, jinja: str, tokenizer) -> str:
