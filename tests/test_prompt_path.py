@@ -168,3 +168,9 @@ def test_a_chat_history_gets_the_training_ids(recorded, tmp_path):
     ]
     session.ask("how many objects ?")
     assert recorded[-1] == train_ids
+
+
+def test_questions_are_kept_as_written_but_for_the_image_tag(saved):
+    _, _, processor, _ = saved
+    message = processor.question_message("  what colour ?\nA. red\nB. <image>blue ")
+    assert message["content"] == "<image>\nwhat colour ?\nA. red\nB. blue"

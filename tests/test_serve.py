@@ -214,7 +214,7 @@ def test_prompt_templates(deco):
     assert plain.format_prompt("a <image> b") == "<image>"
     vicuna = Explorer("m", deco.model, deco.processor, template="vicuna_v1")
     # a typed tag is no second image
-    assert vicuna.format_prompt("a <image> b").endswith("USER: <image>\na b ASSISTANT:")
+    assert vicuna.format_prompt("a <image> b").endswith("USER: <image>\na  b ASSISTANT:")
     chat = Explorer("m", deco.model, deco.processor, template="tokenizer")
     assert chat.format_prompt("what colour").startswith("USER: <image>")
     with pytest.raises(ValueError, match="template"):

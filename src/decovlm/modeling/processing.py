@@ -159,8 +159,10 @@ class DecoVLMProcessor(ProcessorMixin):
         """A user message for a question (`<image>\\n` first when it is about the image, as in LLaVA's data)."""
         if not isinstance(question, str) or not question.strip():
             raise ValueError("the question must be a non-empty string")
-        # The image goes where the template puts it; a tag inside the question would be a second image.
-        question = " ".join(question.replace(self.image_token, " ").split())
+        # The image goes where the template puts it (a tag inside the question would be a second
+        # image), and the text is otherwise kept as written (benchmark prompts have line breaks);
+        # this is the normalisation training records get (`data.records.parse_record`).
+        question = question.replace(self.image_token, "").strip()
         content = f"{self.image_token}\n{question}" if with_image else question
         return {"role": "user", "content": content}
 
