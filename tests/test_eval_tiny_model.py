@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from decovlm.cli import main
-from decovlm.eval.generate import build_prompt, decovlm_generate_fn
+from decovlm.eval.generate import decovlm_generate_fn
 from decovlm.testing import tiny_model
 from decovlm.utils.io import read_jsonl
 
@@ -26,13 +26,11 @@ def saved_tiny(tmp_path_factory):
 
 def test_prompt_templates(saved_tiny):
     _, processor, _ = saved_tiny
-    assert (
-        build_prompt(processor, "what colour ?", True) == "USER: <image>\nwhat colour ? ASSISTANT:"
-    )
-    vicuna = build_prompt(processor, "what colour ?", False, chat_template="vicuna_v1")
+    assert processor.format_question("what colour ?") == "USER: <image>\nwhat colour ? ASSISTANT:"
+    vicuna = processor.format_question("what colour ?", False, chat_template="vicuna_v1")
     assert vicuna.startswith("A chat between") and vicuna.endswith("USER: what colour ? ASSISTANT:")
-    with pytest.raises(ValueError, match="chat_template"):
-        build_prompt(processor, "q", True, chat_template="chatml")
+    with pytest.raises(ValueError, match="chat template"):
+        processor.format_question("q", chat_template="chatml")
 
 
 def test_generate_fn_batches_match_single(saved_tiny):

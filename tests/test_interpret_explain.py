@@ -173,7 +173,9 @@ def test_frozen_model_state_is_restored(image):
 def test_layer_range_and_generation(image):
     model, processor = tiny_model("avgpool2_4")
     expl = explain(model, processor, image, "what colour is the circle ?", max_new_tokens=4)
-    assert expl.prompt.startswith("<image>\n") and 1 <= len(expl.token_ids) <= 4
+    # the question is prompted with the model's chat template, as in training
+    assert expl.prompt == processor.format_question("what colour is the circle ?")
+    assert 1 <= len(expl.token_ids) <= 4
     last = explain(model, processor, image, PROMPT, answer=ANSWER, start_layer=-1)
     assert last.layers == (1, 2)
     with pytest.raises(ValueError, match="layer range"):

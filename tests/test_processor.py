@@ -74,3 +74,45 @@ def test_bad_resize_mode_is_rejected():
     _, processor = tiny_model("avgpool2_4")
     with pytest.raises(ValueError, match="image_resize_mode must be one of"):
         type(processor)(processor.image_processor, processor.tokenizer, image_resize_mode="squash")
+
+
+def test_from_model_with_an_embedding_table_padded_beyond_the_tokenizer(tmp_path):
+    """Qwen2 checkpoints have more embedding rows than tokens; `<image>` must still line up."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from decovlm.modeling import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.modeling.loading import load_model
+    from decovlm.testing import WORDS, tiny_llm, tiny_vision
+
+    words = ["<unk>", "<pad>", "<s>", "</s>", *WORDS, "USER:", "ASSISTANT:", "?"]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, "<unk>")),
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="</s>",
+    )
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    vision, image_processor = tiny_vision()
+    llm = tiny_llm("qwen2", vocab_size=len(words) + 8)  # padded: 8 rows no token uses
+    model = DecoVLMForConditionalGeneration.from_components(vision, llm, projector="avgpool2_4")
+    assert model.config.image_token_id == len(words) + 8  # the default: one past the table
+    processor = DecoVLMProcessor.from_model(model, image_processor, tokenizer)
+    assert processor.image_token_id == model.config.image_token_id == len(words)
+    batch = processor(text=[processor.format_question("what colour ?")], images=[_split_image()])
+    assert int((batch["input_ids"] == model.config.image_token_id).sum()) == model.num_image_tokens
+    out = model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 2
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded, reprocessor = load_model(tmp_path, "cpu")
+    assert reloaded.config.image_token_id == reprocessor.image_token_id == len(words)
+
+
+def test_from_model_still_rejects_a_real_mismatch():
+    from decovlm.modeling import DecoVLMProcessor
+
+    model, processor = tiny_model("avgpool2_4")
+    model.config.image_token_id = 5  # the tokenizer already has <image> at another id
+    with pytest.raises(ValueError, match="image_token_id"):
+        DecoVLMProcessor.from_model(model, processor.image_processor, processor.tokenizer)

@@ -210,7 +210,11 @@ def test_model_failure_is_a_message_not_a_trace(model_dirs, picture, tmp_path):
 def test_prompt_templates(deco):
     assert deco.format_prompt("what colour").endswith("USER: <image>\nwhat colour ASSISTANT:")
     plain = Explorer("m", deco.model, deco.processor, template="plain")
-    assert plain.format_prompt("a <image> b") == "<image>\na   b"  # a typed tag is no second image
+    # plain (align stage) keeps the image and drops the question, as in its training data
+    assert plain.format_prompt("a <image> b") == "<image>"
+    vicuna = Explorer("m", deco.model, deco.processor, template="vicuna_v1")
+    # a typed tag is no second image
+    assert vicuna.format_prompt("a <image> b").endswith("USER: <image>\na  b ASSISTANT:")
     chat = Explorer("m", deco.model, deco.processor, template="tokenizer")
     assert chat.format_prompt("what colour").startswith("USER: <image>")
     with pytest.raises(ValueError, match="template"):

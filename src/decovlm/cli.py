@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert-llava": ("decovlm.convert", "convert a LLaVA-1.5 checkpoint to a decovlm model"),
     "world": ("decovlm.world.cli", "write the synthetic world's data set to disk"),
     "serve": ("decovlm.serve.cli", "interactive relevance explorer in the browser (Gradio)"),
+    "chat": ("decovlm.infer.chat", "talk to a saved model about an image (streaming, multi-turn)"),
+    "predict": ("decovlm.infer.predict", "answer a JSONL file of questions (batched, resumable)"),
 }
 
 

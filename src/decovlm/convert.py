@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoProcessor, LlavaForConditionalGeneration
 
 from decovlm.modeling import DecoVLMConfig, DecoVLMForConditionalGeneration, DecoVLMProcessor
+from decovlm.modeling.card import write_model_card
 from decovlm.modeling.kernels import kernel_kwargs
 
 
@@ -103,9 +105,21 @@ def run(args: argparse.Namespace) -> int:
     model = from_llava(args.src, dtype=dtype)
     model.save_pretrained(args.dst)
     llava_processor = AutoProcessor.from_pretrained(args.src)
+    # LLaVA-1.5 was trained with the vicuna_v1 conversation (system prompt included); the hub
+    # processor's own template omits the system prompt, so the model gets the one it was trained on.
     processor = DecoVLMProcessor.from_model(
-        model, llava_processor.image_processor, llava_processor.tokenizer
+        model,
+        llava_processor.image_processor,
+        llava_processor.tokenizer,
+        chat_template="vicuna_v1",
     )
     processor.save_pretrained(args.dst)
+    write_model_card(
+        args.dst,
+        title=f"{Path(str(args.src)).name} (decovlm)",
+        stages=[f"converted from the LLaVA-1.5 checkpoint `{args.src}` (`decovlm convert-llava`)"],
+        hyperparameters={"dtype": str(args.dtype)},
+        notes="The weights are LLaVA-1.5's: its projector is decovlm's `mlp2x_gelu`.",
+    )
     print(f"converted {args.src} -> {args.dst} ({model.num_image_tokens} image tokens, mlp2x_gelu)")
     return 0

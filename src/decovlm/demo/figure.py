@@ -16,7 +16,7 @@ def draw_paper_figure(
     results: list[dict], files, out_dir: Path, device: str, case_index: int = 0
 ) -> dict:
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
-    from decovlm.interpret import explain, format_prompt, load_cases
+    from decovlm.interpret import explain, load_cases
     from decovlm.interpret.draw import model_view, overlay
     from decovlm.interpret.explain import read_image
 
@@ -29,9 +29,7 @@ def draw_paper_figure(
             continue
         model = DecoVLMForConditionalGeneration.from_pretrained(result["model_path"]).to(device)
         processor = DecoVLMProcessor.from_pretrained(result["model_path"])
-        expl = explain(
-            model, processor, image, format_prompt(processor, case["prompt"]), answer=case["answer"]
-        )
+        expl = explain(model, processor, image, case["prompt"], answer=case["answer"])
         explained.append((result["spec"], expl, model_view(processor, image)))
     if not explained:
         return {}

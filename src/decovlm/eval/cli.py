@@ -14,6 +14,7 @@ from pathlib import Path
 from decovlm.cli_args import add_loading_arguments
 from decovlm.eval.benchmarks import BENCHMARKS
 from decovlm.eval.metrics import BOX_PARSERS, FRAMES
+from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-new-tokens", type=int, default=None, help="default: the benchmark's (128 mostly)"
     )
     parser.add_argument(
-        "--chat-template", default="auto", choices=("auto", "tokenizer", "vicuna_v1")
+        "--chat-template",
+        default="auto",
+        choices=TEMPLATE_CHOICES,
+        help="how questions are prompted (auto: the template saved with the model)",
     )
     add_loading_arguments(parser)
     parser.add_argument(

@@ -1,4 +1,8 @@
-"""`decovlm_generate_fn`: a decovlm model + processor as the runner's `generate_fn` (greedy, batched, left padding)."""
+"""`decovlm_generate_fn`: a decovlm model + processor as the runner's `generate_fn` (greedy, batched, left padding).
+
+Questions are formatted by the processor (`format_question`) with the chat template saved with
+the model; `chat_template` overrides it explicitly (`auto`: the saved one).
+"""
 
 from __future__ import annotations
 
@@ -7,39 +11,20 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from decovlm.data.templates import VICUNA_SYSTEM
-
-CHAT_TEMPLATES = ("auto", "tokenizer", "vicuna_v1")
-
-
-def build_prompt(processor, question: str, has_image: bool, chat_template: str = "auto") -> str:
-    """The full prompt text for one user turn, `<image>\\n` first as in LLaVA's training data.
-
-    `auto` uses the processor's / tokenizer's chat template when it has one and LLaVA-1.5's
-    vicuna_v1 conversation ("<system> USER: ... ASSISTANT:") otherwise, matching training.
-    """
-    if chat_template not in CHAT_TEMPLATES:
-        raise ValueError(
-            f"chat_template must be one of {', '.join(CHAT_TEMPLATES)}, got {chat_template!r}"
-        )
-    user = f"{processor.image_token}\n{question}" if has_image else question
-    tokenizer = processor.tokenizer
-    has_template = bool(
-        getattr(processor, "chat_template", None) or getattr(tokenizer, "chat_template", None)
-    )
-    if chat_template == "tokenizer" or (chat_template == "auto" and has_template):
-        if not has_template:
-            raise ValueError("chat_template='tokenizer' but the tokenizer has no chat template")
-        messages = [{"role": "user", "content": user}]
-        template = getattr(processor, "chat_template", None) or tokenizer.chat_template
-        return tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
-        )
-    return f"{VICUNA_SYSTEM} USER: {user} ASSISTANT:"
-
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
+
+
+def encode_questions(
+    processor, batch: Sequence[tuple[Image.Image | None, str]], chat_template: str = "auto"
+):
+    """The processor's batch (left-padded) for (image or None, question) pairs."""
+    texts = [processor.format_question(q, img is not None, chat_template) for img, q in batch]
+    images = [img for img, _ in batch if img is not None]
+    return processor(
+        text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="left"
+    )
 
 
 @torch.inference_mode()
@@ -53,11 +38,7 @@ def generate_answers(
     """Greedy answers for one batch of (image or None, question)."""
     if not batch:
         return []
-    texts = [build_prompt(processor, q, img is not None, chat_template) for img, q in batch]
-    images = [img for img, _ in batch if img is not None]
-    inputs = processor(
-        text=texts, images=images or None, return_tensors="pt", padding=True, padding_side="left"
-    )
+    inputs = encode_questions(processor, batch, chat_template)
     device = _device(model)
     dtype = next(model.parameters()).dtype
     inputs = {

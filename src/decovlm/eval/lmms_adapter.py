@@ -6,11 +6,11 @@ Requests come as lmms-eval `Instance`s:
   cut at the first `until` string.
 - loglikelihood (also used by multiple_choice tasks): args (context, continuation or
   doc_to_target, doc_to_visual, doc_id, task, split); returns (sum log p(continuation), is_greedy).
-The prompt is the task's context with any `<image>` removed; decovlm puts `<image>\\n` in front
-and wraps it in the model's chat template, as in training. One image per request (the first).
+The prompt is the task's context with any `<image>` removed; the processor puts `<image>\\n` in
+front and wraps it in the chat template saved with the model, as in training. One image per request (the first).
 
 model_args: pretrained (folder of a saved model), device (auto), dtype (auto), batch_size (1),
-max_new_tokens (128, when the task gives none), chat_template (auto | tokenizer | vicuna_v1).
+max_new_tokens (128, when the task gives none), chat_template (auto = as saved with the model | vicuna_v1 | plain | tokenizer).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from loguru import logger
 from PIL import Image
 from tqdm.auto import tqdm
 
-from decovlm.eval.generate import build_prompt, generate_answers
+from decovlm.eval.generate import generate_answers
 
 
 def _first_image(visuals) -> Image.Image | None:
@@ -175,7 +175,7 @@ class DecoVLMLMM(lmms):
     def _continuation_logprob(
         self, image: Image.Image | None, question: str, continuation: str
     ) -> tuple[float, bool]:
-        prompt = build_prompt(self.processor, question, image is not None, self.chat_template)
+        prompt = self.processor.format_question(question, image is not None, self.chat_template)
         images = [image] if image is not None else None
         ctx = self.processor(text=[prompt], images=images, return_tensors="pt")
         full = self.processor(text=[prompt + continuation], images=images, return_tensors="pt")

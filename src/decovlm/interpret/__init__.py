@@ -12,8 +12,8 @@ against object masks), `draw` (pictures), `cli` / `cli_eval` (the `explain` / `e
 commands).
 """
 
-from decovlm.interpret.cases import format_prompt, load_cases, score_cases
+from decovlm.interpret.cases import load_cases, score_cases
 from decovlm.interpret.explain import explain
 from decovlm.interpret.explanation import Explanation
 
-__all__ = ["Explanation", "explain", "format_prompt", "load_cases", "score_cases"]
+__all__ = ["Explanation", "explain", "load_cases", "score_cases"]

@@ -44,24 +44,6 @@ def load_cases(
     return cases, Path(root) if root is not None else path.resolve().parent.parent
 
 
-def format_prompt(processor, prompt: str, chat: bool = True) -> str:
-    """The question as the model was trained to see it: the chat template around "<image>\\n" + prompt.
-
-    Without a chat template (or with chat=False) it is "<image>\\n" + prompt; a prompt already
-    holding the image tag is left as it is.
-    """
-    tag = processor.image_token
-    if tag in prompt:
-        return prompt
-    content = f"{tag}\n{prompt}"
-    tok = processor.tokenizer
-    if chat and getattr(tok, "chat_template", None):
-        return tok.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        )
-    return content
-
-
 def case_mask(case: dict, root: Path, image_size: tuple[int, int]):
     """The case's object mask (H, W) at image resolution, from its mask PNG or its pixel box."""
     if "mask" in case:
@@ -81,12 +63,15 @@ def score_cases(
     cases: list[dict],
     root: str | os.PathLike,
     chat: bool = True,
+    chat_template: str | None = None,
     start_layer: int = 0,
     end_layer: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Explain every case and score the target word's Text-to-Patch map against its mask.
 
+    Prompts are formatted by the processor with the model's chat template (as in training);
+    `chat_template` overrides it, `chat=False` gives "<image>\\n" + prompt with no template.
     Returns {"projector", "summary" (means over scored cases), "cases" (per-case scores),
     "skipped" (case_id and reason: e.g. the target word is not a word of the answer)}.
     """
@@ -104,8 +89,10 @@ def score_cases(
             model,
             processor,
             image,
-            format_prompt(processor, case["prompt"], chat),
+            case["prompt"],
             answer=case["answer"],
+            chat_template=chat_template,
+            raw_prompt=not chat,
             start_layer=start_layer,
             end_layer=end_layer,
         )

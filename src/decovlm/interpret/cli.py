@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from decovlm.cli_args import add_loading_arguments
+from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--raw-prompt", action="store_true", help="use the prompt as written, no chat template"
     )
     parser.add_argument(
+        "--chat-template",
+        default="auto",
+        choices=TEMPLATE_CHOICES,
+        help="how the question is prompted (auto: the template saved with the model)",
+    )
+    parser.add_argument(
         "--batched",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -68,7 +75,6 @@ def save_explanation(explanation, image, processor, out_dir: str | os.PathLike) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from decovlm.interpret.cases import format_prompt
     from decovlm.interpret.explain import explain, read_image
 
     image = read_image(args.image)  # fail on a bad image before loading the model
@@ -79,12 +85,14 @@ def run(args: argparse.Namespace) -> int:
         model,
         processor,
         image,
-        format_prompt(processor, args.prompt, chat=not args.raw_prompt),
+        args.prompt,
         answer=args.answer,
         start_layer=args.start_layer,
         end_layer=args.end_layer,
         max_new_tokens=args.max_new_tokens,
         batched=args.batched,
+        chat_template=args.chat_template,
+        raw_prompt=args.raw_prompt,
     )
     paths = save_explanation(explanation, image, processor, args.out)
     print(

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from decovlm.cli_args import add_loading_arguments
+from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-layer", type=int, default=None)
     parser.add_argument(
         "--raw-prompt", action="store_true", help="'<image>\\n' + prompt, no chat template"
+    )
+    parser.add_argument(
+        "--chat-template",
+        default="auto",
+        choices=TEMPLATE_CHOICES,
+        help="how the questions are prompted (auto: the template saved with each model)",
     )
     add_loading_arguments(parser)
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             cases,
             root,
             chat=not args.raw_prompt,
+            chat_template=args.chat_template,
             start_layer=args.start_layer,
             end_layer=args.end_layer,
         )

@@ -85,14 +85,25 @@ def read_image(image) -> Image.Image:
         raise ValueError(f"cannot read image {path!r}: {err}") from None
 
 
-def build_prompt(processor, prompt: str) -> str:
-    """The prompt as given if it holds the image tag, else the tag and a newline before it."""
+def build_prompt(
+    processor, prompt: str, chat_template: str | None = None, raw: bool = False
+) -> str:
+    """The prompt text explained: the question in the model's chat template (the processor's).
+
+    A prompt that already holds the image tag is used as written (it was formatted by the caller);
+    `raw=True` uses the question as written with "<image>\n" in front (no chat template).
+    `chat_template` overrides the saved template (a name or Jinja; None: the saved one).
+    """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string")
     tag = processor.image_token
     if prompt.count(tag) > 1:
         raise ValueError(f"prompt has {prompt.count(tag)} '{tag}' tags; explain takes one image")
-    return prompt if tag in prompt else f"{tag}\n{prompt}"
+    if tag in prompt:
+        return prompt
+    if raw:
+        return f"{tag}\n{prompt}"
+    return processor.format_question(prompt, chat_template=chat_template)
 
 
 @torch.no_grad()
@@ -157,12 +168,14 @@ def explain(
     max_new_tokens: int = 32,
     batched: bool | None = None,
     chunk: int | None = None,
+    chat_template: str | None = None,
+    raw_prompt: bool = False,
 ) -> Explanation:
     """Relevance maps of every token and word of the answer to `prompt` about `image`.
 
-    `prompt` is used as written (a chat-formatted prompt should include the image tag; without one
-    "<image>\\n" is put in front). `answer` (a string, or token ids) is teacher-forced as given; None
-    generates it greedily.
+    `prompt` is the question: it is formatted with the model's chat template by the processor, as
+    in training (see `build_prompt`; a prompt holding the image tag is used as written).
+    `answer` (a string, or token ids) is teacher-forced as given; None generates it greedily.
     `start_layer` / `end_layer` select the LLM layers [start, end) that relevance is propagated
     through. `batched=True` computes the tokens' gradients in one vectorised backward
     (`is_grads_batched`, `chunk` tokens at a time if set). None picks by device: batched on CUDA
@@ -170,7 +183,7 @@ def explain(
     faster and 1/3 of the memory on CPU; benchmarks/RESULTS.md).
     """
     pil = read_image(image)
-    text = build_prompt(processor, prompt)
+    text = build_prompt(processor, prompt, chat_template, raw_prompt)
     device = next(model.parameters()).device
     if batched is None:
         batched = device.type == "cuda"

@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(
-        "--template", default="auto", choices=TEMPLATES, help="how the question is prompted"
+        "--template",
+        default="auto",
+        choices=TEMPLATES,
+        help="how the question is prompted (auto: the chat template saved with the model)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(

@@ -18,12 +18,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-TEMPLATES = (
-    "auto",
-    "vicuna_v1",
-    "tokenizer",
-    "plain",
-)  # auto: the tokenizer's chat template if any
+from decovlm.modeling.chat_template import TEMPLATE_CHOICES as TEMPLATES  # auto: as saved
+
 MAX_QUESTION_CHARS = 2000
 
 
@@ -55,22 +51,18 @@ class Explorer:
         return f"{self.name} ({self.projector})"
 
     def format_prompt(self, question: str) -> str:
-        """The chat prompt for one question about one image (the `<image>` tag comes first)."""
-        tag = self.processor.image_token
+        """The chat prompt for one question about one image, formatted by the processor.
+
+        The same prompt training, eval and explain use (the template saved with the model unless
+        `template` names another), so served answers match scored answers.
+        """
         if not isinstance(question, str) or not question.strip():
             raise ValueError("type a question first")
         if len(question) > MAX_QUESTION_CHARS:
             raise ValueError(
                 f"the question is too long ({len(question)} characters, at most {MAX_QUESTION_CHARS})"
             )
-        # The image goes where the template puts it; a tag typed by the user would be a second image.
-        question = question.replace(tag, " ").strip()
-        if self.template == "plain":
-            return f"{tag}\n{question}"
-        # The same prompt the evaluation runner builds, so served answers match scored answers.
-        from decovlm.eval.generate import build_prompt
-
-        return build_prompt(self.processor, question, has_image=True, chat_template=self.template)
+        return self.processor.format_question(question, chat_template=self.template)
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

@@ -167,9 +167,11 @@ class TrainConfig:
                 "training.deepspeed and training.fsdp are both set: choose one engine "
                 "(training.deepspeed=null or training.fsdp='')"
             )
-        if self.data.template not in ("plain", "vicuna_v1", "tokenizer"):
+        from decovlm.modeling.chat_template import CHAT_TEMPLATES
+
+        if self.data.template not in CHAT_TEMPLATES:
             raise ValueError(
-                f"data.template must be plain, vicuna_v1 or tokenizer, got {self.data.template!r}"
+                f"data.template must be one of {', '.join(CHAT_TEMPLATES)}, got {self.data.template!r}"
             )
         if self.data.sampler not in ("random", "length", "modality_length"):
             raise ValueError(

@@ -12,7 +12,8 @@ markers and the output folder layout:
     output_dir/metrics.jsonl           one line per log step
     output_dir/skipped.jsonl           one line per skipped record (+ skipped_summary.json)
     output_dir/checkpoint-N/           Trainer checkpoints, `COMPLETE` when fully written
-    output_dir/model/                  final decovlm model (save_pretrained) + processor
+    output_dir/model/                  final decovlm model (save_pretrained) + processor, with the
+                                       chat template used (chat_template.jinja) and README.md
     output_dir/projector.safetensors   align stage only, with projector_config.json
 """
 
@@ -182,6 +183,9 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
 
     set_seed(t.seed)
     model, processor = build_model(config.model)
+    # The template the labels are built with is the one saved with the model (chat_template.jinja),
+    # so eval / serve / explain / chat prompt the model the way it was trained.
+    processor.set_chat_template(config.data.template)
     dataset = build_dataset(config, processor, skip_path, log_validation=is_main)
     # TrainingArguments before any distributed wrapping; ZeRO-3 reads its config from them.
     args = training_arguments(config, has_text_only=not all(dataset.has_image))
@@ -233,6 +237,8 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
                 f"[decovlm] skipped {summary['total']} record(s) {summary['by_reason']}; first: {first}",
                 flush=True,
             )
+    if is_main:
+        write_card(model_path, config, read_jsonl(out / "metrics.jsonl"), summary, len(dataset))
     _clean_incomplete(out, is_main)
     return TrainResult(
         output_dir=out,
@@ -243,6 +249,59 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         skipped=summary,
         trainable=rows,
     )
+
+
+def write_card(
+    model_path: Path, config: TrainConfig, metrics: list[dict], skipped: dict, n_records: int
+) -> Path:
+    """The saved model's README.md: backbones, stage, data, hyper-parameters, recorded metrics."""
+    from decovlm.modeling.card import write_model_card
+
+    m, d, t = config.model, config.data, config.training
+    stages = [f"`{t.stage}` ({STAGE_TEXT.get(t.stage, t.stage)}), {t.output_dir}"]
+    if m.init_from:
+        stages.insert(0, f"initialised from `{m.init_from}` (its README.md lists earlier stages)")
+    if t.projector_path:
+        stages.insert(0, f"projector from the align stage: `{t.projector_path}`")
+    final: dict = {}
+    for row in metrics:  # the last value of each metric the run logged
+        final.update({k: v for k, v in row.items() if isinstance(v, int | float)})
+    final["skipped records"] = skipped.get("total", 0)
+    tiny = "tiny random (decovlm.testing)" if m.tiny is not None and not m.init_from else None
+    return write_model_card(
+        model_path,
+        vision=tiny or (None if m.init_from else m.vision),
+        llm=tiny or (None if m.init_from else m.llm),
+        stages=stages,
+        data={
+            "path": d.path,
+            "chat template": d.template,
+            "records used": n_records,
+            "max length": d.max_length,
+            "sampler": d.sampler,
+        },
+        hyperparameters={
+            "learning rate": t.learning_rate,
+            "global batch size": t.global_batch_size,
+            "per-device batch size": t.per_device_batch_size,
+            "epochs": t.num_train_epochs,
+            "max steps": t.max_steps,
+            "weight decay": t.weight_decay,
+            "warmup ratio": t.warmup_ratio,
+            "schedule": t.lr_scheduler,
+            "precision": t.precision,
+            "LoRA": t.lora.enabled,
+            "seed": t.seed,
+        },
+        metrics=final,
+    )
+
+
+STAGE_TEXT = {
+    "align": "projector trained, vision tower and LLM frozen",
+    "finetune": "projector and LLM trained, vision tower frozen",
+    "no-align": "one stage: projector and LLM trained from the start",
+}
 
 
 def _clean_incomplete(out: Path, is_main: bool) -> None:
