@@ -8,11 +8,19 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--device` and `--dtype`, the same for every command that loads a saved model
-    (`decovlm.modeling.loading.load_model(path, args.device, args.dtype)`)."""
+    """`--device`, `--dtype` and `--use-kernels`, the same for every command that loads a saved model
+    (`decovlm.modeling.loading.load_model(path, args.device, args.dtype, args.use_kernels)`)."""
     parser.add_argument(
         "--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, mps ..."
     )
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPES, help="weights dtype (auto: as saved)"
+    )
+    parser.add_argument(
+        "--use-kernels",
+        action="store_const",
+        const=True,
+        default=None,
+        help="use transformers' hub kernels (needs the `kernels` package and the hub; default off, "
+        "or the DECOVLM_USE_KERNELS environment variable)",
     )

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from decovlm.modeling.loading import load_model
 
-    model, processor = load_model(Path(args.model), args.device, args.dtype)
+    model, processor = load_model(Path(args.model), args.device, args.dtype, args.use_kernels)
     generate_fn = decovlm_generate_fn(
         model,
         processor,

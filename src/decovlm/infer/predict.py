@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     questions, bad = read_questions(args.input)  # bad input is reported before loading the model
     if not questions and not bad:
         raise ValueError(f"--input {args.input}: no questions")
-    model, processor = load_model(args.model, args.device, args.dtype)
+    model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)
     stats = PredictStats()
     try:
         stats = predict(

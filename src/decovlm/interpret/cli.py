@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)  # fail on a bad image before loading the model
     from decovlm.modeling.loading import load_model
 
-    model, processor = load_model(args.model, args.device, args.dtype)
+    model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)
     explanation = explain(
         model,
         processor,

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"model folder not found: {path}")
     results = []
     for path in args.model:
-        model, processor = load_model(path, args.device, args.dtype)
+        model, processor = load_model(path, args.device, args.dtype, args.use_kernels)
         result = score_cases(
             model,
             processor,
