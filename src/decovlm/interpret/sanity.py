@@ -149,9 +149,16 @@ def evaluate(model, processor, cases: list[tuple[int, str]]) -> dict:
             "energy": float(np.mean(r["energy"])),
             "median_q2p_mass": float(np.median(r["mass"])),
             "vanished_share": float(np.mean(r["vanished"])),
+            # Of the misses, how many had vanished relevance: the method's misses, not the model's.
+            "misses_vanished": _share_vanished(r),
         }
         for method, r in per.items()
     }
+
+
+def _share_vanished(r: dict) -> float | None:
+    misses = [v for h, v in zip(r["hit"], r["vanished"]) if not h]
+    return float(np.mean(misses)) if misses else None
 
 
 def chance_level(model) -> float:
@@ -216,14 +223,16 @@ def markdown(result: dict) -> str:
     """One row per (projector, method): hits, hit rate, chance, energy, mass, vanished share."""
     lines = [
         "| projector | train acc. | method | hits | hit rate | chance | energy on patch | "
-        "median Q2P mass | vanished |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "median Q2P mass | vanished | misses vanished |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for spec, p in result["projectors"].items():
         for method, m in p["methods"].items():
             lines.append(
                 f"| {spec} | {p['train_accuracy']:.2f} | {method} | {m['hits']}/{m['cases']} | "
                 f"{m['hit_rate']:.2f} | {p['chance']:.2f} | {m['energy']:.3f} | "
-                f"{m['median_q2p_mass']:.2e} | {m['vanished_share']:.0%} |"
+                f"{m['median_q2p_mass']:.2e} | {m['vanished_share']:.0%} | "
+                + ("-" if m["misses_vanished"] is None else f"{m['misses_vanished']:.0%}")
+                + " |"
             )
     return "\n".join(lines) + "\n"
