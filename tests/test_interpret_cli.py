@@ -62,6 +62,17 @@ def test_explain_cli_writes_pngs_npz_json(saved, tmp_path):
     assert maps["word_text_to_patch"].shape == (2, 4, 4)
     assert maps["query_to_patch"].shape == (2, 4, 16)
     assert summary["shapes"]["text_to_query"] == [2, 4]
+    assert set(summary["words"][0]["vanished"]) == {"gae"} and "vanished_words" in summary
+    # with every method, a huge tolerance: each word is flagged, in the JSON and on the console
+    out2 = tmp_path / "out2"
+    rc = main(["explain", "--model", str(paths["qformer2_4"]), "--image", str(world / "images" / "eval_0.png"),
+               "--prompt", "what colour is the square ?", "--answer", "red square", "--out", str(out2),
+               "--methods", "all", "--vanish-tol", "1e9", "--upsampling", "nearest"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads((out2 / "summary.json").read_text())
+    assert summary["vanished_words"] == ["red", "square"]
+    assert summary["query_to_patch_methods"] == ["gae", "attention", "grad-x-input"]
+    assert np.load(out2 / "maps.npz")["attention__word_text_to_patch"].shape == (2, 4, 4)
 
 
 def test_explain_cli_bad_image(saved, tmp_path):
@@ -109,12 +120,27 @@ def test_score_cases_and_eval_cli(saved, tmp_path):
                "--cases", str(world / "eval" / "relevance_cases.jsonl"), "--out", str(out)])  # fmt: skip
     assert rc == 0
     table = (out / "relevance_scores.md").read_text()
-    assert (
-        "| avgpool2_4 | avgpool2_4 | fixed | 2 |" in table
-        and "| qformer2_4 | qformer2_4 | gae | 2 |" in table
-    )
+    # every Query-to-Patch method is scored, the projector's own marked
+    for row in ("| avgpool2_4 | avgpool2_4 | fixed (own) | 2 |", "| qformer2_4 | qformer2_4 | gae (own) | 2 |",
+                "| qformer2_4 | qformer2_4 | attention | 2 |", "| qformer2_4 | qformer2_4 | grad-x-input | 2 |"):  # fmt: skip
+        assert row in table
+    assert "vanished" in table.splitlines()[0]
     data = json.loads((out / "relevance_scores.json").read_text())
     assert [m["projector"] for m in data["models"]] == ["avgpool2_4", "qformer2_4"]
+    qformer = data["models"][1]
+    assert set(qformer["methods"]) == {"gae", "attention", "grad-x-input"}
+    assert qformer["summary"] == qformer["methods"]["gae"]
+    assert 0.0 <= qformer["methods"]["gae"]["vanished_share"] <= 1.0
+    case = qformer["cases"][0]
+    assert isinstance(case["vanished"], bool) and case["q2p_mass"] >= 0
+    assert set(case["methods"]) == set(qformer["methods"])
+    # --methods none: only the projector's own
+    rc = main(["explain-eval", "--model", str(paths["qformer2_4"]), "--methods", "none",
+               "--cases", str(world / "eval" / "relevance_cases.jsonl"), "--out", str(out / "own")])  # fmt: skip
+    data = json.loads((out / "own" / "relevance_scores.json").read_text())
+    assert list(data["models"][0]["methods"]) == ["gae"]
+    with pytest.raises(ValueError, match="--model"):
+        main(["explain-eval", "--out", str(out)])
 
 
 def test_load_cases_errors(tmp_path):

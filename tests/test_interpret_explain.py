@@ -205,3 +205,44 @@ def test_learned_projector_without_attention_uses_gradient_fallback(image):
     sums = expl.query_to_patch.sum(-1)
     assert torch.all(((sums - 1).abs() < 1e-5) | (sums == 0)) and sums.sum() > 0
     assert torch.all(expl.query_to_patch >= 0) and expl.text_to_patch.shape == (4, 4, 4)
+
+
+def test_query_to_patch_mass_and_extra_methods(image):
+    model, processor = tiny_model("qformer2_4")
+    expl = explain(model, processor, image, PROMPT, answer=ANSWER, extra_methods="all")
+    assert expl.methods == ["gae", "attention", "grad-x-input"]
+    assert expl.query_to_patch_mass.shape == (4, 4) and expl.word_q2p_mass.shape == (4,)
+    att = expl.alternatives["attention"]
+    assert att.query_to_patch.shape == (4, 16)
+    assert torch.allclose(att.query_to_patch.sum(-1), torch.ones(4), atol=1e-5)
+    # raw attention rows sum to 1 per layer: the rollout never vanishes
+    assert torch.all(att.mass >= 1)
+    t2p = (expl.text_to_query @ att.query_to_patch).reshape(4, 4, 4)
+    assert torch.allclose(att.text_to_patch, t2p, atol=1e-6)
+    assert expl.word_map("red", "attention").shape == (4, 4)
+    summary = expl.summary()
+    word = summary["words"][0]
+    assert set(word["q2p_mass"]) == {"gae", "attention", "grad-x-input"}
+    assert set(word["vanished"]) == set(word["q2p_mass"])
+    arrays = expl.arrays()
+    assert arrays["attention__query_to_patch"].shape == (4, 16)
+    assert arrays["query_to_patch_mass"].shape == (4, 4)
+    # the tolerance decides the flag, and nothing else
+    every = explain(model, processor, image, PROMPT, answer=ANSWER, vanish_tol=1e9)
+    none = explain(model, processor, image, PROMPT, answer=ANSWER, vanish_tol=0.0)
+    assert all(every.vanished) and not any(none.vanished)
+    assert torch.equal(every.text_to_patch, none.text_to_patch)
+    assert summary["vanished_words"] == [w.text for w, v in zip(expl.words, expl.vanished) if v]
+
+
+def test_extra_methods_that_do_not_apply(image):
+    model, processor = tiny_model("linear")
+    expl = explain(model, processor, image, PROMPT, answer=ANSWER, extra_methods="all")
+    assert expl.methods == ["fixed", "grad-x-input"] and not any(expl.vanished)
+    assert torch.allclose(expl.word_q2p_mass, torch.ones(4))
+    with pytest.raises(ValueError, match="records attention"):
+        explain(model, processor, image, PROMPT, answer=ANSWER, extra_methods=["attention"])
+    with pytest.raises(ValueError, match="unknown Query-to-Patch method"):
+        explain(model, processor, image, PROMPT, answer=ANSWER, extra_methods="lrp")
+    with pytest.raises(ValueError, match="no Query-to-Patch method 'attention'"):
+        expl.word_map(0, "attention")

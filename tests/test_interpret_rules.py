@@ -205,3 +205,29 @@ def test_gradient_query_to_patch_batched_matches_loop():
     assert torch.all(a[:, 0, 2:] == 0) and torch.all(a[:, 1, :2] == 0)
     sums = a.sum(-1)
     assert torch.all(((sums - 1).abs() < 1e-5) | (sums == 0))
+
+
+def test_saturated_cross_attention_vanishes_under_gae_but_not_rollout():
+    """Issue 26: the query attends to patch 0 with p ~ 1 but the gradient there is negative, so
+    (grad x A)^+ is ~0: GAE's raw row mass is tiny and its normalised row points at the wrong
+    patch, while the raw attention rollout keeps the patch."""
+    from decovlm.interpret.query_to_patch import attention_query_to_patch
+
+    a = torch.tensor([[0.9998, 0.0002]])
+    g = torch.tensor([[-1.0, 0.1]])
+    maps = [{"layer": 0, "kind": "cross", "probs": a[None, None]}]
+    raw = gae_query_to_patch(maps, [g[None, None, None]], n_patches=2, normalise=False)
+    assert float(raw.sum()) == pytest.approx(2e-5, rel=1e-3)
+    normalised = gae_query_to_patch(maps, [g[None, None, None]], n_patches=2)
+    assert close(normalised[0], [[0.0, 1.0]], 1e-6)  # a confident picture of the wrong patch
+    rollout = attention_query_to_patch(maps, n_patches=2)
+    assert close(rollout, [[0.9998, 0.0002]], 1e-6)
+
+
+def test_token_mass_weights_rows_by_text_to_query():
+    from decovlm.interpret.explanation import token_mass
+
+    t2q = torch.tensor([[3.0, 1.0], [0.0, 0.0]])
+    mass = torch.tensor([1.0, 1e-6])
+    out = token_mass(t2q, mass)
+    assert close(out, [0.75 + 0.25e-6, 0.0], 1e-9)

@@ -147,9 +147,56 @@ def test_overlay_is_hot_where_the_map_is_high():
     ).astype(int)
     assert img.shape == (render.DISPLAY_SIZE, render.DISPLAY_SIZE, 3)
     left, right = img[:, :150], img[:, -150:]
-    # jet: high = red, low = blue, over a grey picture
+    # viridis: high = yellow (red channel up), low = dark violet (more blue), over a grey picture
     assert left[..., 0].mean() > right[..., 0].mean()
     assert right[..., 2].mean() > left[..., 2].mean()
+    # on a shared scale twice as high the same map is paler (less relevance, not re-stretched)
+    half = np.asarray(
+        render.overlay_image(Image.new("RGB", (32, 32), (128, 128, 128)), grid, vmax=2.0)
+    ).astype(int)
+    assert half[:, :150, 0].mean() < left[..., 0].mean()
+
+
+def test_compare_click_shows_the_word_in_both_columns_on_one_scale(
+    deco, qformer, picture, tmp_path
+):
+    ra = _run(deco, picture, "what colour", tmp_path)[-1]["result"]
+    rb = _run(qformer, picture, "what colour", tmp_path)[-1]["result"]
+    word = ra.explanation.words[0].text
+    outs = app.select_compare([ra, rb], 0, ra.owner.index(0))
+    assert len(outs) == 2 and outs[0]["word"] == word
+    maps = [ra.explanation.word_map(0).numpy()]
+    if word.lower() in [w.lower() for w in rb.explanation.word_texts]:
+        other = rb.explanation.word_index(word)
+        assert outs[1]["word"] == rb.explanation.words[other].text
+        maps.append(rb.explanation.word_map(other).numpy())
+        # both overlays are drawn on the one scale of the larger map
+        top = render.shared_scale(maps)
+        expected = render.overlay_image(rb.view, maps[1], vmax=top)
+        assert np.array_equal(np.asarray(outs[1]["map"]), np.asarray(expected))
+        assert "shared scale" in outs[1]["label"]
+        assert "mass" in outs[1]["stats"] and "effective patches" in outs[1]["stats"]
+    else:
+        assert "not a word of this model's answer" in outs[1]["status"]
+    assert "peak" in outs[0]["stats"]
+    # a word that only one answer has: the other column says so and keeps its picture
+    rb.explanation.words[0] = type(rb.explanation.words[0])("zzz", 0, 1)
+    rb.owner = render.word_spans(rb.explanation.answer, rb.explanation.words)[1]
+    out = app.select_compare([ra, rb], 1, rb.owner.index(0))
+    assert "not a word of this model's answer" in out[0]["status"] and "map" not in out[0]
+    # no answer yet in one column, a gap click, a bad column
+    assert app.select_compare([None, rb], 0, 0)[0]["error"]
+    assert "map" in app.select_compare([None, rb], 1, rb.owner.index(0))[1]
+    with pytest.raises(ValueError, match="column 2"):
+        app.select_compare([ra, rb], 2, 0)
+
+
+def test_vanished_map_is_flagged_in_the_numbers(deco, picture, tmp_path):
+    result = _run(deco, picture, "what colour", tmp_path)[-1]["result"]
+    exp = result.explanation
+    assert "vanished" not in render.map_numbers(exp, 0)
+    exp.vanish_tol = 10.0  # every mass (1 for pooling) is now below the tolerance
+    assert exp.vanished[0] and "vanished" in render.map_numbers(exp, 0)
 
 
 def test_compare_two_models_side_by_side(deco, qformer, picture, tmp_path):

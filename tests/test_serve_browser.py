@@ -1,7 +1,8 @@
 """End to end in headless Chromium: `decovlm serve --compare` in a subprocess, driven by Playwright.
 
 Loads the page, uploads a corrupt file (a message must appear), uploads an image, asks, clicks a
-word in each model's panel and checks that a relevance image appears; the page is saved as
+word in each model's panel and checks that a relevance image appears (and that a click in one
+panel shows the same word in the other); the page is saved as
 test-artifacts/serve_explorer.png. Needs Debian's `chromium` and the `playwright` package
 (scripts/install_browser_deps.sh); this test installs nothing.
 """
@@ -203,7 +204,10 @@ def _drive(page, url: str, corrupt: Path, image_path: Path) -> list[str]:
     answers = [page.locator(f"#answer-{i} textarea").input_value() for i in (0, 1)]
     assert all(a.strip() for a in answers), answers
 
-    words = [_word_map(page, panel) for panel in (0, 1)]
+    first = _word_map(page, 0)
+    # the click shows the same word in the other column too (or says that answer lacks it)
+    page.locator("#status-1", has_text=f"'{first}'").wait_for(timeout=STEP_MS)
+    words = [first, _word_map(page, 1)]
     gallery = page.locator("#gallery-1 img")
     gallery.first.wait_for(state="visible")
     assert gallery.count() >= 1

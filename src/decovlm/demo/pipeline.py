@@ -188,7 +188,7 @@ def relevance_scores(
         if result["seed"] != 0:
             continue
         cache = Path(result["model_path"]).parent.parent / "relevance.json"
-        stamp = settings_hash({"run": result["stamp"], "cases": len(cases), "v": 1})
+        stamp = settings_hash({"run": result["stamp"], "cases": len(cases), "v": 2})
         if (cached := _read_stamped(cache, stamp)) is not None:
             out[result["spec"]] = cached["scores"]
             continue

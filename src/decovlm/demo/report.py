@@ -227,4 +227,7 @@ def write_report(report: dict, out: Path) -> None:
     plots = {"convergence": plot_convergence(report["runs"], out / "figures" / "convergence.png")}
     report["figures"] = {**report["figures"], **plots}
     atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "REPORT.md", report_markdown(report, out))
+    from decovlm.demo.relevance_section import relevance_section
+
+    text = report_markdown(report, out) + "\n" + relevance_section(report["relevance"])
+    atomic_write_text(out / "REPORT.md", text)

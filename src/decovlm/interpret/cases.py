@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from decovlm.interpret.explanation import VANISHED_MASS
 from decovlm.interpret.scores import box_to_mask, load_mask, mask_to_grid, score_map, summarise
 from decovlm.utils.io import read_jsonl
 
@@ -67,13 +68,20 @@ def score_cases(
     start_layer: int = 0,
     end_layer: int | None = None,
     progress: bool = True,
+    extra_methods="all",
+    vanish_tol: float = VANISHED_MASS,
 ) -> dict:
     """Explain every case and score the target word's Text-to-Patch map against its mask.
 
     Prompts are formatted by the processor with the model's chat template (as in training);
     `chat_template` overrides it, `chat=False` gives "<image>\\n" + prompt with no template.
-    Returns {"projector", "summary" (means over scored cases), "cases" (per-case scores),
-    "skipped" (case_id and reason: e.g. the target word is not a word of the answer)}.
+    Every Query-to-Patch method is scored (`extra_methods`, see `explain`): the projector's own
+    and, where they apply, raw attention rollout and gradient x input, so a miss can be told
+    apart as the model's (every method misses) or the method's (only one does).
+    Returns {"projector", "query_to_patch" (its own method), "summary" (means over scored cases
+    for that method, with "vanished_share"), "methods" ({method: summary}), "cases" (per-case
+    scores; "methods" holds each method's), "skipped" (case_id and reason: e.g. the target word is
+    not a word of the answer), "vanish_tol"}.
     """
     from decovlm.interpret.explain import explain, read_image
 
@@ -95,6 +103,8 @@ def score_cases(
             raw_prompt=not chat,
             start_layer=start_layer,
             end_layer=end_layer,
+            extra_methods=extra_methods,
+            vanish_tol=vanish_tol,
         )
         method = expl.method
         try:
@@ -103,42 +113,67 @@ def score_cases(
             skipped.append({"case_id": case["case_id"], "reason": str(err)})
             continue
         grid_mask = mask_to_grid(mask, expl.patch_grid, mode)
-        scores = score_map(expl.word_text_to_patch[index], grid_mask)
-        rows.append({"case_id": case["case_id"], "word": expl.words[index].text, **scores})
-    summary = summarise(rows)
+        per_method = {
+            name: {
+                **score_map(expl.word_map(index, name), grid_mask),
+                "q2p_mass": float(expl.method_word_mass(name)[index]),
+                "vanished": expl.method_vanished(name)[index],
+            }
+            for name in expl.methods
+        }
+        rows.append(
+            {
+                "case_id": case["case_id"],
+                "word": expl.words[index].text,
+                **per_method[expl.method],
+                "methods": per_method,
+            }
+        )
+    names = list(dict.fromkeys(n for r in rows for n in r["methods"]))
+    methods = {n: summarise([r["methods"][n] for r in rows if n in r["methods"]]) for n in names}
     return {
         "projector": model.config.projector,
         "query_to_patch": method,
-        "summary": summary,
+        "summary": methods.get(method, summarise([])),
+        "methods": methods,
+        "vanish_tol": vanish_tol,
         "cases": rows,
         "skipped": skipped,
     }
 
 
 def markdown_table(results: list[dict]) -> str:
-    """One row per model: the means of every score (pointing and energy higher is better)."""
+    """One row per model and Query-to-Patch method: the means of every score (pointing and energy
+    higher is better) and the share of maps whose relevance vanished (mass below the tolerance)."""
     head = (
-        "| model | projector | Q2P | cases | pointing | energy | mask area | entropy | eff. patches | k50 | k90 |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| model | projector | Q2P | cases | pointing | energy | mask area | entropy | eff. patches | k50 | k90 | vanished |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in results:
-        s = r["summary"]
-        cells = [
-            f"{s[k]:.3f}" if not math.isnan(s[k]) else "-"
-            for k in (
-                "pointing",
-                "energy",
-                "mask_area",
-                "entropy",
-                "effective_patches",
-                "k50",
-                "k90",
-            )
-        ]
-        lines.append(
-            f"| {r.get('model', '')} | {r['projector']} | {r['query_to_patch']} | {s['cases']} | "
-            + " | ".join(cells)
-            + " |"
-        )
+        methods = r.get("methods") or {r["query_to_patch"]: r["summary"]}
+        for name, s in methods.items():
+            lines.append(_table_row(r, name, s))
     return head + "\n".join(lines) + "\n"
+
+
+def _table_row(r: dict, method: str, s: dict) -> str:
+    cells = [
+        f"{s[k]:.3f}" if not math.isnan(s[k]) else "-"
+        for k in (
+            "pointing",
+            "energy",
+            "mask_area",
+            "entropy",
+            "effective_patches",
+            "k50",
+            "k90",
+        )
+    ]
+    vanished = s.get("vanished_share", float("nan"))
+    own = " (own)" if method == r["query_to_patch"] and len(r.get("methods") or {}) > 1 else ""
+    return (
+        f"| {r.get('model', '')} | {r['projector']} | {method}{own} | {s['cases']} | "
+        + " | ".join(cells)
+        + f" | {'-' if math.isnan(vanished) else f'{vanished:.0%}'} |"
+    )

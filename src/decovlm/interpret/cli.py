@@ -4,7 +4,9 @@
 
 writes `word_XX_<word>.png` (Text-to-Query and Text-to-Patch of each word), `query_to_patch.png`
 (the grid of per-query Query-to-Patch maps), `maps.npz` (every map, per token and per word) and
-`summary.json` (prompt, answer, tokens, words with their token ranges, shapes).
+`summary.json` (prompt, answer, tokens, words with their token ranges, each word's Query-to-Patch
+mass and vanished flag per method, shapes). `--methods all` adds the attention-rollout and
+gradient x input Query-to-Patch maps beside the projector's own, on the same scale.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from decovlm.cli_args import add_loading_arguments
+from decovlm.interpret.explanation import VANISHED_MASS
 from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
@@ -56,16 +59,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="all tokens' gradients in one vectorised backward (default: on CUDA only)",
     )
+    parser.add_argument(
+        "--methods",
+        default="none",
+        help="more Query-to-Patch methods beside the projector's own, drawn on the same scale: "
+        "'none', 'all' or a comma list of attention,grad-x-input",
+    )
+    parser.add_argument(
+        "--vanish-tol",
+        type=float,
+        default=VANISHED_MASS,
+        help="Query-to-Patch mass below which a word's map is flagged as vanished",
+    )
+    parser.add_argument(
+        "--upsampling",
+        choices=["bilinear", "nearest"],
+        default="bilinear",
+        help="how patch maps are enlarged over the image ('nearest': patch-accurate squares)",
+    )
 
 
-def save_explanation(explanation, image, processor, out_dir: str | os.PathLike) -> list[Path]:
+def save_explanation(
+    explanation, image, processor, out_dir: str | os.PathLike, upsampling: str = "bilinear"
+) -> list[Path]:
     """Write the PNGs, maps.npz and summary.json of one explanation; returns the written files."""
     from decovlm.interpret.draw import draw_all, model_view
     from decovlm.utils.io import atomic_path, atomic_write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = draw_all(explanation, model_view(processor, image), out_dir)
+    paths = draw_all(explanation, model_view(processor, image), out_dir, upsampling)
     with atomic_path(out_dir / "maps.npz") as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **explanation.arrays())
     paths.append(out_dir / "maps.npz")
@@ -93,10 +116,19 @@ def run(args: argparse.Namespace) -> int:
         batched=args.batched,
         chat_template=args.chat_template,
         raw_prompt=args.raw_prompt,
+        extra_methods="" if args.methods == "none" else args.methods,
+        vanish_tol=args.vanish_tol,
     )
-    paths = save_explanation(explanation, image, processor, args.out)
+    paths = save_explanation(explanation, image, processor, args.out, args.upsampling)
     print(
         f"answer: {explanation.answer!r}  ({len(explanation.words)} words, Query-to-Patch: {explanation.method})"
     )
+    vanished = [w.text for w, v in zip(explanation.words, explanation.vanished) if v]
+    if vanished:
+        print(
+            f"warning: the Query-to-Patch relevance vanished (mass < {explanation.vanish_tol:g}) "
+            f"for {vanished}: their maps are not evidence of where the model looked; compare "
+            "--methods attention,grad-x-input"
+        )
     print(f"wrote {len(paths)} files to {args.out}")
     return 0

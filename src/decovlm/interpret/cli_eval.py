@@ -3,9 +3,16 @@
     decovlm explain-eval --model runs/linear --model runs/deco --model runs/qformer \\
         --cases world/eval/relevance_cases.jsonl --out results/relevance
 
-writes `relevance_scores.md` (one row per model), `relevance_scores.json` (summaries, per-case
-scores, skipped cases). Image and mask paths in the cases are relative to `--root`, by default the
-cases file's folder's parent (the world's root when the file is `DIR/eval/relevance_cases.jsonl`).
+writes `relevance_scores.md` (one row per model and Query-to-Patch method: the projector's own,
+plus raw attention rollout and gradient x input where they apply), `relevance_scores.json`
+(summaries per method with the share of vanished maps, per-case scores, skipped cases). Image and
+mask paths in the cases are relative to `--root`, by default the cases file's folder's parent (the
+world's root when the file is `DIR/eval/relevance_cases.jsonl`).
+
+    decovlm explain-eval --sanity --out results/sanity
+
+trains tiny models on the single-patch task (`decovlm.interpret.sanity`) and writes each
+method's hit rate per projector to `single_patch_sanity.json` / `.md` (no model or cases needed).
 """
 
 from __future__ import annotations
@@ -14,14 +21,15 @@ import argparse
 from pathlib import Path
 
 from decovlm.cli_args import add_loading_arguments
+from decovlm.interpret.explanation import VANISHED_MASS
 from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", action="append", required=True, help="saved model folder (repeatable)"
+        "--model", action="append", default=None, help="saved model folder (repeatable)"
     )
-    parser.add_argument("--cases", required=True, help="relevance cases jsonl")
+    parser.add_argument("--cases", default=None, help="relevance cases jsonl")
     parser.add_argument(
         "--root", default=None, help="folder the case paths are relative to (default: cases/..)"
     )
@@ -38,7 +46,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=TEMPLATE_CHOICES,
         help="how the questions are prompted (auto: the template saved with each model)",
     )
+    parser.add_argument(
+        "--methods",
+        default="all",
+        help="Query-to-Patch methods besides the projector's own: 'all', 'none' or a comma list "
+        "of attention,grad-x-input",
+    )
+    parser.add_argument(
+        "--vanish-tol",
+        type=float,
+        default=VANISHED_MASS,
+        help="Query-to-Patch mass below which a map counts as vanished",
+    )
+    parser.add_argument(
+        "--sanity",
+        action="store_true",
+        help="run the single-patch sanity benchmark (tiny trained models) instead",
+    )
+    parser.add_argument("--sanity-steps", type=int, default=300, help="training steps per model")
+    parser.add_argument("--sanity-cases", type=int, default=20, help="cases per projector")
+    parser.add_argument(
+        "--sanity-projectors",
+        default="linear,mlp2x_gelu,avgpool2_4,qformer2_4",
+        help="comma-separated projector specs for --sanity",
+    )
     add_loading_arguments(parser)
+
+
+def run_sanity(args: argparse.Namespace) -> int:
+    from decovlm.interpret import sanity
+    from decovlm.utils.io import atomic_write_json, atomic_write_text
+
+    projectors = [p.strip() for p in args.sanity_projectors.split(",") if p.strip()]
+    if not projectors:
+        raise ValueError("--sanity-projectors is empty; give e.g. linear,avgpool2_4,qformer2_4")
+    result = sanity.single_patch_benchmark(
+        projectors=projectors, steps=args.sanity_steps, cases=args.sanity_cases
+    )
+    out = Path(args.out)
+    table = sanity.markdown(result)
+    atomic_write_json(out / "single_patch_sanity.json", result)
+    atomic_write_text(out / "single_patch_sanity.md", table)
+    print(table)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     from decovlm.modeling.loading import load_model
     from decovlm.utils.io import atomic_write_json, atomic_write_text
 
+    if args.sanity:
+        return run_sanity(args)
+    if not args.model or not args.cases:
+        raise ValueError("explain-eval needs --model (one or more) and --cases, or --sanity")
+    methods = "" if args.methods == "none" else args.methods
     cases, root = load_cases(args.cases, args.root)
     if args.limit is not None:
         if args.limit < 1:
@@ -66,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             chat_template=args.chat_template,
             start_layer=args.start_layer,
             end_layer=args.end_layer,
+            extra_methods=methods,
+            vanish_tol=args.vanish_tol,
         )
         results.append({"model": Path(path).name, **result})
         del model

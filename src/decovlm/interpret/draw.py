@@ -1,8 +1,17 @@
 """Pictures of relevance maps (matplotlib, headless): per-word heat-maps and the Query-to-Patch grid.
 
-A patch-grid map is min-max normalised, upsampled bilinearly to the image and overlaid with the
-jet colormap, as the GAE notebooks do. The image is shown as the model saw it (the processor's
-naive / pad / crop geometry at its input resolution), so the grid lines up with the picture.
+Reading rules, so that pictures can be compared:
+- a perceptually uniform colormap (`CMAP`, viridis: lightness grows with relevance, readable in
+  grey and by colour-blind readers) over a grey-scale copy of the image, so the picture's own
+  reds and darks do not pass for relevance;
+- **one scale per figure**: every panel of a figure shares 0..max of the panels it compares (the
+  Text-to-Patch maps of a word across projectors or methods; the queries of a Query-to-Patch
+  grid), with a colour bar, instead of stretching each panel to its own min-max;
+- patch-accurate upsampling on request (`upsampling="nearest"`: each patch a flat square)
+  besides the smoother bilinear;
+- a map whose Query-to-Patch relevance vanished (`Explanation.vanished`) says so in its title.
+The image is shown as the model saw it (the processor's naive / pad / crop geometry at its input
+resolution), so the grid lines up with the picture.
 """
 
 from __future__ import annotations
@@ -18,11 +27,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from decovlm.utils.io import atomic_path  # noqa: E402
 
 MAX_QUERY_PANELS = 64
+CMAP = "viridis"  # perceptually uniform; magma and cividis work too
+UPSAMPLING = ("bilinear", "nearest")
 
 
 def model_view(processor, image: Image.Image) -> Image.Image:
@@ -42,20 +54,87 @@ def model_view(processor, image: Image.Image) -> Image.Image:
     return image.resize((w, h), Image.BICUBIC)
 
 
-def upsample(grid_map: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) map -> (H, W) min-max normalised to [0, 1] (a constant map gives zeros)."""
+def upsample(
+    grid_map: torch.Tensor | np.ndarray,
+    size: tuple[int, int],
+    mode: str = "bilinear",
+    normalise: bool = True,
+) -> np.ndarray:
+    """(h, w) map -> (H, W), min-max normalised to [0, 1] unless `normalise=False`.
+
+    `mode` is "bilinear" (smooth) or "nearest" (patch-accurate: every patch a flat block). A
+    constant map normalises to zeros.
+    """
+    if mode not in UPSAMPLING:
+        raise ValueError(f"upsampling must be one of {UPSAMPLING}, got {mode!r}")
     t = torch.as_tensor(np.asarray(grid_map, dtype=np.float32))[None, None]
-    up = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    up = F.interpolate(t, size=size, mode=mode, **kwargs)[0, 0].numpy()
+    if not normalise:
+        return up
     lo, hi = float(up.min()), float(up.max())
     return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
 
 
-def overlay(ax, image: Image.Image, grid_map, title: str = "") -> None:
-    arr = np.asarray(image)
+def shared_max(maps) -> float:
+    """The top of one colour scale for several maps: their largest value (1e-12 at least)."""
+    top = max((float(np.max(np.asarray(m, dtype=np.float64))) for m in maps), default=0.0)
+    return max(top, 1e-12)
+
+
+def grey(image: Image.Image) -> np.ndarray:
+    """The image in grey (RGB array): a backdrop that no colour of the map can be confused with."""
+    return np.asarray(image.convert("L").convert("RGB"))
+
+
+def overlay(
+    ax,
+    image: Image.Image,
+    grid_map,
+    title: str = "",
+    vmax: float | None = None,
+    upsampling: str = "bilinear",
+    cmap: str | None = None,
+    alpha: float = 0.65,
+):
+    """Draw the map over the (grey) image on `ax`, on the scale 0..vmax; returns the heat image.
+
+    `vmax=None` scales this map alone (0..its max); pass `shared_max(...)` of every map of a
+    figure to make its panels comparable.
+    """
+    arr = grey(image)
+    values = np.clip(np.asarray(grid_map, dtype=np.float32), 0, None)
+    top = shared_max([values]) if vmax is None else vmax
     ax.imshow(arr)
-    ax.imshow(upsample(grid_map, arr.shape[:2]), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    heat = ax.imshow(
+        upsample(values, arr.shape[:2], upsampling, normalise=False),
+        cmap=cmap or CMAP,
+        alpha=alpha,
+        vmin=0,
+        vmax=top,
+    )
     ax.set_title(title, fontsize=9)
     ax.axis("off")
+    return heat
+
+
+def colorbar(fig, heat, axes, label: str = "relevance"):
+    """A slim colour bar for `heat` beside `axes` (one or several)."""
+    bar = fig.colorbar(heat, ax=axes, fraction=0.046, pad=0.03)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    bar.formatter.set_powerlimits((-2, 3))
+    bar.update_ticks()
+    return bar
+
+
+def vanished_note(explanation, index: int, method: str | None = None) -> str:
+    """' - relevance vanished (Q2P mass 1e-05)' when the word's map vanished, else ''."""
+    method = method or explanation.method
+    if not explanation.method_vanished(method)[index]:
+        return ""
+    mass = float(explanation.method_word_mass(method)[index])
+    return f" - VANISHED (Q2P mass {mass:.0e})"
 
 
 def safe_name(text: str) -> str:
@@ -69,29 +148,68 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def draw_word(explanation, index: int, image: Image.Image, path: Path) -> Path:
-    """One word: the image, its Text-to-Query map (on the token grid) and Text-to-Patch overlay."""
+def draw_text_to_query(ax, fig, explanation, t2q: np.ndarray) -> None:
+    """Text-to-Query: a heat-map on the token grid, or bars over integer token indices."""
+    if explanation.query_grid is not None:
+        heat = ax.imshow(t2q.reshape(explanation.query_grid), cmap=CMAP, vmin=0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        colorbar(fig, heat, ax, "Text-to-Query")
+    else:
+        ax.bar(np.arange(t2q.size), t2q, color=plt.get_cmap(CMAP)(0.35), width=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.6, t2q.size - 0.4)
+        ax.set_xlabel("visual token (query) index", fontsize=8)
+        ax.set_ylabel("Text-to-Query relevance", fontsize=8)
+        ax.tick_params(labelsize=7)
+    ax.set_title(f"Text-to-Query ({t2q.size} tokens)", fontsize=9)
+
+
+def draw_word(
+    explanation, index: int, image: Image.Image, path: Path, upsampling: str = "bilinear"
+) -> Path:
+    """One word: the image, its Text-to-Query map and its Text-to-Patch overlay per method.
+
+    Every Text-to-Patch panel (the projector's own method and any alternative) shares one scale.
+    """
     word = explanation.words[index].text
     t2q = explanation.word_text_to_query[index].numpy()
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    methods = explanation.methods
+    maps = [explanation.word_map(index, m).numpy() for m in methods]
+    top = shared_max(maps)
+    fig, axes = plt.subplots(
+        1, 2 + len(methods), figsize=(3.3 * (2 + len(methods)), 3.4), squeeze=False
+    )
+    axes = axes[0]
     axes[0].imshow(np.asarray(image))
     axes[0].set_title("image", fontsize=9)
     axes[0].axis("off")
-    if explanation.query_grid is not None:
-        axes[1].imshow(t2q.reshape(explanation.query_grid), cmap="jet")
-    else:
-        axes[1].bar(np.arange(t2q.size), t2q)
-    axes[1].set_title(f"Text-to-Query ({t2q.size} tokens)", fontsize=9)
-    axes[1].axis("off" if explanation.query_grid is not None else "on")
-    overlay(axes[2], image, explanation.word_text_to_patch[index], "Text-to-Patch")
+    draw_text_to_query(axes[1], fig, explanation, t2q)
+    heat = None
+    for ax, method, grid_map in zip(axes[2:], methods, maps, strict=True):
+        name = "Text-to-Patch" if len(methods) == 1 else f"Text-to-Patch ({method})"
+        heat = overlay(ax, image, grid_map, name, vmax=top, upsampling=upsampling)
+        note = vanished_note(explanation, index, method)
+        if note:
+            ax.set_title(f"{name}\n{note.strip(' -')}", fontsize=8, color="#b91c1c")
+    colorbar(fig, heat, list(axes[2:]), "Text-to-Patch relevance")
     fig.suptitle(f"'{word}'  [{explanation.projector}]", fontsize=11)
     return _save(fig, path)
 
 
-def draw_query_grid(explanation, image: Image.Image, path: Path) -> Path:
-    """Query-to-Patch: one small overlay per visual token (the most relevant 64 when M > 64)."""
+def draw_query_grid(
+    explanation, image: Image.Image, path: Path, upsampling: str = "bilinear"
+) -> Path:
+    """Query-to-Patch: one overlay per visual token (the most relevant 64 when M > 64), one scale.
+
+    Each panel is the token's normalised Query-to-Patch row; its title gives the row's mass before
+    normalising, and a token whose mass vanished is marked.
+    """
     q2p = explanation.mean_query_to_patch()
     m = q2p.shape[0]
+    mass = explanation.query_to_patch_mass
+    if mass is not None and mass.dim() == 2:
+        mass = mass.mean(dim=0)
     order = torch.arange(m)
     if m > MAX_QUERY_PANELS:
         order = (
@@ -102,24 +220,96 @@ def draw_query_grid(explanation, image: Image.Image, path: Path) -> Path:
         )
     cols = math.ceil(math.sqrt(len(order)))
     rows = math.ceil(len(order) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.4 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.5 * cols + 0.8, 1.5 * rows + 0.5), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
+    top = shared_max([q2p[q] for q in order.tolist()])
+    heat = None
     for ax, q in zip(axes.flat, order.tolist(), strict=False):
-        overlay(ax, image, q2p[q].reshape(explanation.patch_grid), f"q{q}")
+        title = f"q{q}"
+        if mass is not None:
+            title += f" ({float(mass[q]):.0e})"
+        heat = overlay(ax, image, q2p[q].reshape(explanation.patch_grid), title, top, upsampling)
+        if mass is not None and float(mass[q]) < explanation.vanish_tol:
+            ax.set_title(f"q{q} vanished", fontsize=8, color="#b91c1c")
+    colorbar(fig, heat, list(axes.flat), "Query-to-Patch (row share)")
     shown = f", top {len(order)} of {m}" if m > len(order) else ""
+    massnote = ", title: row mass" if mass is not None else ""
     fig.suptitle(
-        f"Query-to-Patch ({explanation.method}{shown}) [{explanation.projector}]", fontsize=10
+        f"Query-to-Patch ({explanation.method}{shown}{massnote}) [{explanation.projector}]",
+        fontsize=10,
     )
     return _save(fig, path)
 
 
-def draw_all(explanation, image: Image.Image, out_dir: Path) -> list[Path]:
+def draw_words_across(
+    explained: list[tuple[str, object, Image.Image]],
+    path: Path,
+    title: str = "",
+    upsampling: str = "bilinear",
+    method: str | None = None,
+) -> Path:
+    """The paper's figure: a row per projector, a column per word of the first answer.
+
+    `explained` is [(label, explanation, model view)]. Each word's column shares one scale across
+    projectors (with its colour bar), so a paler map is less relevance, not a different
+    stretching; a word missing from a row's answer leaves that panel empty.
+    """
+    if not explained:
+        raise ValueError("draw_words_across needs at least one explanation")
+    words = [w.text for w in explained[0][1].words]
+    cols = 1 + len(words)
+    fig, axes = plt.subplots(
+        len(explained), cols, figsize=(2.1 * cols, 2.1 * len(explained) + 0.6), squeeze=False
+    )
+    for row, (label, expl, view) in enumerate(explained):
+        axes[row, 0].imshow(np.asarray(view))
+        axes[row, 0].set_title(f"{label}\n({expl.text_to_query.shape[-1]} tokens)", fontsize=8)
+        axes[row, 0].axis("off")
+    for col, word in enumerate(words, start=1):
+        panels = []
+        for row, (_, expl, _) in enumerate(explained):
+            try:
+                index = expl.word_index(word) if expl is not explained[0][1] else col - 1
+            except ValueError:
+                axes[row, col].axis("off")
+                continue
+            panels.append((row, expl, index))
+        chosen = [(expl, i, method or expl.method) for _, expl, i in panels]
+        top = shared_max(
+            [e.word_map(i, m if m in e.methods else None).numpy() for e, i, m in chosen]
+        )
+        heat = None
+        for row, expl, index in panels:
+            m = method if method in expl.methods else None
+            heat = overlay(
+                axes[row, col],
+                explained[row][2],
+                expl.word_map(index, m),
+                f"'{word}'"
+                + ("\nVANISHED" if expl.method_vanished(m or expl.method)[index] else ""),
+                vmax=top,
+                upsampling=upsampling,
+            )
+        if heat is not None:
+            colorbar(fig, heat, [axes[r, col] for r, _, _ in panels], "")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def draw_all(
+    explanation, image: Image.Image, out_dir: Path, upsampling: str = "bilinear"
+) -> list[Path]:
     """A PNG per word plus the Query-to-Patch grid; returns the written paths."""
     out_dir = Path(out_dir)
     paths = [
-        draw_word(explanation, i, image, out_dir / f"word_{i:02d}_{safe_name(w.text)}.png")
+        draw_word(
+            explanation, i, image, out_dir / f"word_{i:02d}_{safe_name(w.text)}.png", upsampling
+        )
         for i, w in enumerate(explanation.words)
     ]
-    paths.append(draw_query_grid(explanation, image, out_dir / "query_to_patch.png"))
+    paths.append(draw_query_grid(explanation, image, out_dir / "query_to_patch.png", upsampling))
     return paths

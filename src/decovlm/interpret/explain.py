@@ -26,15 +26,20 @@ from contextlib import contextmanager
 import torch
 from PIL import Image
 
-from decovlm.interpret.explanation import Explanation
+from decovlm.interpret.explanation import VANISHED_MASS, Explanation, MethodMaps
 from decovlm.interpret.gae import avg_heads, propagate_row
 from decovlm.interpret.query_to_patch import (
+    attention_query_to_patch,
     fixed_query_to_patch,
     gae_query_to_patch,
-    gradient_query_to_patch,
+    gradient_query_to_patch_raw,
+    normalise_with_mass,
     supports_gae,
 )
 from decovlm.interpret.words import group_words, merge_words, token_spans
+
+# Query-to-Patch methods `explain` can add beside the projector's own (see `query_to_patch`).
+EXTRA_METHODS = ("attention", "grad-x-input")
 
 
 @contextmanager
@@ -170,6 +175,8 @@ def explain(
     chunk: int | None = None,
     chat_template: str | None = None,
     raw_prompt: bool = False,
+    extra_methods: tuple[str, ...] | list[str] | str = (),
+    vanish_tol: float = VANISHED_MASS,
 ) -> Explanation:
     """Relevance maps of every token and word of the answer to `prompt` about `image`.
 
@@ -181,7 +188,15 @@ def explain(
     (`is_grads_batched`, `chunk` tokens at a time if set). None picks by device: batched on CUDA
     (3.3x faster on an H200 at 576 visual tokens), one backward per token elsewhere (as fast or
     faster and 1/3 of the memory on CPU; benchmarks/RESULTS.md).
+    `extra_methods` adds other Query-to-Patch methods beside the projector's own, composed with the
+    same Text-to-Query: "attention" (rollout of the raw attention, projectors that record it) and
+    "grad-x-input" (any learned projector); "all" = every one that applies. A word whose
+    Query-to-Patch mass (its Text-to-Query-weighted row sums before normalising) is below
+    `vanish_tol` is flagged vanished (`Explanation.vanished`).
     """
+    extras = _check_methods(extra_methods)
+    if not vanish_tol >= 0:
+        raise ValueError(f"vanish_tol must be a non-negative number, got {vanish_tol!r}")
     pil = read_image(image)
     text = build_prompt(processor, prompt, chat_template, raw_prompt)
     device = next(model.parameters()).device
@@ -241,15 +256,21 @@ def explain(
         positions = torch.arange(n_prompt - 1, n_prompt - 1 + t_count, device=device)
         targets = out.logits[0, positions, torch.tensor(answer_ids, device=device)].float()
 
-        mapping = fixed_query_to_patch(model.projector, grid)
+        raw_mapping = fixed_query_to_patch(model.projector, grid, normalise=False)
         method = "fixed"
         extra: list[torch.Tensor] = []
         maps = []
-        if mapping is None and supports_gae(model.projector, n_patches):
+        has_attention = supports_gae(model.projector, n_patches)
+        if raw_mapping is None and has_attention:
             method, maps = "gae", list(model.projector.attention_maps)
             extra = [m["probs"] for m in maps]
-        elif mapping is None:
-            method, extra = "grad-x-input", [tokens]
+        elif raw_mapping is None:
+            method = "grad-x-input"
+        # "all" asks for every extra method that applies; a named one that cannot apply is an error.
+        extras = _applicable(extras, method, has_attention, explicit=extra_methods != "all")
+        want_tokens = method == "grad-x-input" or "grad-x-input" in extras
+        if want_tokens:
+            extra = [*extra, tokens]
         rows = torch.nn.functional.one_hot(positions, ids.shape[1]).float()
         # Tokens are explained `step` at a time, and each chunk's gradients are reduced to maps at
         # once, so memory holds one chunk's attention gradients, not the whole answer's.
@@ -269,29 +290,42 @@ def explain(
                 t2q_parts.append(propagate_row(cams, rows[index])[:, image_pos])
                 del cams
                 if method == "gae":
-                    q2p_parts.append(gae_query_to_patch(maps, grads[len(attentions) :], n_patches))
-                elif method == "grad-x-input":
+                    q2p_parts.append(
+                        gae_query_to_patch(
+                            maps, grads[len(attentions) : len(attentions) + len(maps)], n_patches,
+                            normalise=False,
+                        )
+                    )  # fmt: skip
+                if want_tokens:
                     token_grad = token_grad + grads[-1].sum(0, keepdim=True)
             del grads
         text_to_query = torch.cat(t2q_parts)  # (T, M)
-        if method == "grad-x-input":
+        raws: dict[str, torch.Tensor] = {}
+        if want_tokens:
             # One (M, N) matrix for the whole answer (weighted by the summed answer-logit gradient):
             # it costs M backward passes through the projector, T times that per token would
             # dominate the run (135 s instead of ~14 s for a 10-word answer at 576 patches).
-            mapping = gradient_query_to_patch(features, tokens, token_grad)[0]
-        if mapping is not None:
-            query_to_patch = mapping.to(device)
-            text_to_patch = text_to_query @ query_to_patch
-        else:
-            query_to_patch = torch.cat(q2p_parts)  # (T, M, N)
-            text_to_patch = torch.einsum("tm,tmn->tn", text_to_query, query_to_patch)
-        del out, attentions, extra, maps
+            raws["grad-x-input"] = gradient_query_to_patch_raw(features, tokens, token_grad)[0]
+        if "attention" in extras:
+            raws["attention"] = attention_query_to_patch(model.projector.attention_maps, n_patches)
+        if method == "fixed":
+            raws["fixed"] = raw_mapping.to(device)
+        elif method == "gae":
+            raws["gae"] = torch.cat(q2p_parts)  # (T, M, N)
+        composed = {
+            name: _compose(text_to_query, raws[name].to(device), grid) for name in [method, *extras]
+        }
+        del out, attentions, extra, maps, raws
 
     answer_text, spans = token_spans(tok, answer_ids)
     words = group_words(answer_text, spans)
-    text_to_patch = text_to_patch.reshape(t_count, *grid).detach().cpu()
     text_to_query = text_to_query.detach().cpu()
-    query_to_patch = query_to_patch.detach().cpu()
+    maps_by_method = {
+        name: MethodMaps.build(name, *parts, text_to_query=text_to_query, words=words)
+        for name, parts in composed.items()
+    }
+    primary = maps_by_method.pop(method)
+    query_to_patch, text_to_patch = primary.query_to_patch, primary.text_to_patch
     out_grid = model.projector.output_grid(*grid)
     return Explanation(
         prompt=text,
@@ -312,4 +346,53 @@ def explain(
         if query_to_patch.dim() == 3
         else None,
         word_text_to_patch=merge_words(text_to_patch, words),
+        query_to_patch_mass=primary.mass,
+        word_q2p_mass=primary.word_mass,
+        vanish_tol=float(vanish_tol),
+        alternatives=maps_by_method,
+    )
+
+
+def _check_methods(methods) -> tuple[str, ...]:
+    if methods == "all":
+        return EXTRA_METHODS
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in EXTRA_METHODS]
+    if unknown:
+        raise ValueError(
+            f"unknown Query-to-Patch method(s) {unknown}; expected 'all' or some of {list(EXTRA_METHODS)}"
+        )
+    return tuple(dict.fromkeys(methods))
+
+
+def _applicable(extras, method: str, has_attention: bool, explicit: bool) -> tuple[str, ...]:
+    """The extra methods that apply to this projector (not its own method again)."""
+    keep = []
+    for name in extras:
+        if name == method:
+            continue
+        if name == "attention" and not has_attention:
+            if explicit:
+                raise ValueError(
+                    "Query-to-Patch method 'attention' needs a projector that records attention "
+                    "(Q-Former, resampler)"
+                )
+            continue
+        keep.append(name)
+    return tuple(keep)
+
+
+def _compose(text_to_query: torch.Tensor, raw: torch.Tensor, grid) -> tuple[torch.Tensor, ...]:
+    """(normalised Query-to-Patch, its row mass, Text-to-Patch (T, h, w)) from a raw matrix."""
+    q2p, mass = normalise_with_mass(raw.float())
+    if q2p.dim() == 3:
+        t2p = torch.einsum("tm,tmn->tn", text_to_query, q2p)
+    else:
+        t2p = text_to_query @ q2p
+    t_count = text_to_query.shape[0]
+    return (
+        q2p.detach().cpu(),
+        mass.detach().cpu(),
+        t2p.reshape(t_count, *grid).detach().cpu(),
     )

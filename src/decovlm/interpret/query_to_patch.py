@@ -17,8 +17,15 @@ Three cases, chosen in this order by `explain`:
    token's first-order share of the answer's logits. One (M, N) matrix per answer (M batched
    backward passes through the projector; per answer token it would cost T times more). This is
    a documented fallback, not GAE.
+4. **attention** (a second, model-agnostic view for attention-based projectors): the raw attention
+   probabilities, mean over heads, rolled through the layers with the same rules as GAE but no
+   gradient (attention rollout). It shows where the queries *look*, whatever the explained word.
+
 Every Query-to-Patch matrix is row-normalised (rows sum to 1; a row with no relevance stays 0), so
-the Text-to-Patch map keeps the Text-to-Query mass.
+the Text-to-Patch map keeps the Text-to-Query mass. The row sums *before* normalising (the
+"mass") are returned too: GAE's (grad x attention)^+ can be ~0 on a saturated cross-attention
+(p ~ 1 where the gradient is negative), and a normalised row would then draw a confident picture
+of relevance that vanished (`decovlm.interpret.explanation` flags such maps).
 """
 
 from __future__ import annotations
@@ -41,21 +48,43 @@ def supports_gae(projector, n_patches: int) -> bool:
     return any(m["kind"] == "cross" and m["probs"].shape[-1] >= n_patches for m in maps)
 
 
-def gae_query_to_patch(maps: list[dict], grads: list[torch.Tensor], n_patches: int) -> torch.Tensor:
+def gae_query_to_patch(
+    maps: list[dict], grads: list[torch.Tensor], n_patches: int, normalise: bool = True
+) -> torch.Tensor:
     """(T, Q, N) GAE Query-to-Patch from recorded projector attention and per-token gradients.
 
     `maps` are the projector's `attention_maps` (probs (1, heads, Q, K)) in forward order and
     `grads[i]` the gradients of the T explained logits w.r.t. `maps[i]["probs"]`, (T, 1, heads, Q, K).
+    `normalise=False` returns the raw R^{qp} (its row sums are the mass that `explain` reports).
     """
     if len(maps) != len(grads):
         raise ValueError(f"{len(maps)} attention maps but {len(grads)} gradients")
-    t_count = grads[0].shape[0]
+    cams = [avg_heads(m["probs"][0].expand_as(g[:, 0]), g[:, 0]) for m, g in zip(maps, grads)]
+    r_qp = roll_query_to_patch(maps, cams, n_patches)
+    return row_normalise(r_qp) if normalise else r_qp
+
+
+def attention_query_to_patch(maps: list[dict], n_patches: int) -> torch.Tensor:
+    """(Q, N) raw attention rollout: head-mean probabilities through the GAE rules, no gradient.
+
+    Unnormalised (rows carry their mass); `explain` row-normalises it like every Query-to-Patch.
+    """
+    cams = [m["probs"][0].detach().float().mean(dim=0)[None] for m in maps]  # (1, Q, K)
+    return roll_query_to_patch(maps, cams, n_patches)[0]
+
+
+def roll_query_to_patch(maps: list[dict], cams: list[torch.Tensor], n_patches: int) -> torch.Tensor:
+    """(T, Q, N) raw R^{qp}: per-layer head-reduced maps `cams` (T, Q, K) through rules 6/7 and 10.
+
+    `maps` give each layer's kind ("self" / "cross") in forward order; the queries start at
+    R^{qq} = I, R^{qp} = 0.
+    """
+    t_count = cams[0].shape[0]
     q = maps[0]["probs"].shape[-2]
-    dev = maps[0]["probs"].device
+    dev = cams[0].device
     r_qq = torch.eye(q, device=dev).expand(t_count, q, q).clone()
     r_qp = torch.zeros(t_count, q, n_patches, device=dev)
-    for m, g in zip(maps, grads, strict=True):
-        cam = avg_heads(m["probs"][0].expand_as(g[:, 0]), g[:, 0])  # (T, Q, K)
+    for m, cam in zip(maps, cams, strict=True):
         k = cam.shape[-1]
         if m["kind"] == "self" and k == q:
             r_qp = self_attention_rule(r_qp, cam)
@@ -73,7 +102,7 @@ def gae_query_to_patch(maps: list[dict], grads: list[torch.Tensor], n_patches: i
                 f"{tuple(m['probs'].shape)}; expected Q x Q (self), Q x N or Q x (N + Q) (cross) "
                 f"with Q={q}, N={n_patches}"
             )
-    return row_normalise(r_qp)
+    return r_qp
 
 
 def gradient_query_to_patch(
@@ -85,6 +114,15 @@ def gradient_query_to_patch(
     output still in the graph, `token_grads` (T, 1, M, Dl) the logit gradients w.r.t. `tokens`
     (`explain` passes one: their sum over the answer).
     """
+    return row_normalise(
+        gradient_query_to_patch_raw(features, tokens, token_grads, batched=batched)
+    )
+
+
+def gradient_query_to_patch_raw(
+    features: torch.Tensor, tokens: torch.Tensor, token_grads: torch.Tensor, batched: bool = True
+) -> torch.Tensor:
+    """`gradient_query_to_patch` before row normalisation (rows carry their mass)."""
     t_count, _, m, _ = token_grads.shape
     out = []
     for t in range(t_count):
@@ -100,10 +138,17 @@ def gradient_query_to_patch(
             )
         # g: (M, 1, N, Dv) -> contribution of each patch to each token's share.
         out.append((g[:, 0].float() * features[0].detach().float()).sum(-1).clamp(min=0))
-    return row_normalise(torch.stack(out))
+    return torch.stack(out)
 
 
-def fixed_query_to_patch(projector, grid: tuple[int, int]) -> torch.Tensor | None:
-    """The projector's data-independent (M, N) mapping, row-normalised, or None."""
+def fixed_query_to_patch(projector, grid: tuple[int, int], normalise: bool = True):
+    """The projector's data-independent (M, N) mapping, row-normalised (or raw), or None."""
     mapping = projector.patch_mapping(*grid)
-    return None if mapping is None else row_normalise(mapping.float())
+    if mapping is None:
+        return None
+    return row_normalise(mapping.float()) if normalise else mapping.float()
+
+
+def normalise_with_mass(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row-normalised matrix, its row sums before normalising) of a raw Query-to-Patch matrix."""
+    return row_normalise(raw), raw.sum(dim=-1)

@@ -156,4 +156,7 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
         vals = np.array([r[key] for r in rows if key in r], dtype=np.float64)
         vals = vals[~np.isnan(vals)]
         out[key] = float(vals.mean()) if vals.size else float("nan")
+    # Share of the maps whose Query-to-Patch relevance vanished (rows that say).
+    flags = [bool(r["vanished"]) for r in rows if "vanished" in r]
+    out["vanished_share"] = float(np.mean(flags)) if flags else float("nan")
     return out

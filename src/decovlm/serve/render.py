@@ -1,8 +1,9 @@
 """What the explorer page shows for an explanation: clickable words, overlays, gallery, downloads.
 
 Pure functions of an `Explanation` (from `decovlm.interpret`) and the image as the model saw it,
-so they are tested without a browser. Normalisation and upsampling of a patch-grid map use
-`decovlm.interpret.draw.upsample` (min-max, bilinear), the same as the saved figures.
+so they are tested without a browser. A patch-grid map is drawn as the saved figures are
+(`decovlm.interpret.draw`): the perceptually uniform colormap over a grey copy of the image, on the
+scale 0..vmax, where vmax is the map's own maximum or one shared by the maps being compared.
 """
 
 from __future__ import annotations
@@ -52,20 +53,65 @@ def display_view(view: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
     )
 
 
+def shared_scale(maps) -> float:
+    """One top of the colour scale for maps shown side by side (their largest value)."""
+    from decovlm.interpret.draw import shared_max
+
+    return shared_max(maps)
+
+
 def overlay_image(
-    view: Image.Image, grid_map, size: int = DISPLAY_SIZE, alpha: float = 0.5
+    view: Image.Image,
+    grid_map,
+    size: int = DISPLAY_SIZE,
+    alpha: float = 0.6,
+    vmax: float | None = None,
+    upsampling: str = "bilinear",
 ) -> Image.Image:
-    """The map (patch grid) normalised, upsampled and blended over the image with the jet colormap."""
+    """The map (patch grid) on 0..vmax (default: its own max), upsampled, over the grey image."""
     from matplotlib import colormaps
 
-    from decovlm.interpret.draw import upsample
+    from decovlm.interpret.draw import CMAP, grey, shared_max, upsample
 
     base = display_view(view, size)
-    arr = np.asarray(base, dtype=np.float32) / 255.0
-    heat = upsample(np.asarray(grid_map, dtype=np.float32), arr.shape[:2])
-    coloured = colormaps["jet"](heat)[..., :3]
+    arr = grey(base).astype(np.float32) / 255.0
+    values = np.clip(np.asarray(grid_map, dtype=np.float32), 0, None)
+    top = shared_max([values]) if vmax is None else vmax
+    up = upsample(values, arr.shape[:2], upsampling, normalise=False)
+    coloured = colormaps[CMAP](np.clip(up / top, 0, 1))[..., :3]
     mixed = (1.0 - alpha) * arr + alpha * coloured
     return Image.fromarray(np.clip(mixed * 255.0 + 0.5, 0, 255).astype(np.uint8))
+
+
+def map_numbers(explanation, index: int, vmax: float | None = None) -> str:
+    """Markdown beside a word's map: peak patch, concentration, Query-to-Patch mass, vanished flag.
+
+    No object mask is known for an uploaded image, so "localization" here is where the map peaks
+    and how concentrated it is (`decovlm.interpret.scores.concentration`).
+    """
+    from decovlm.interpret.scores import concentration
+
+    grid_map = explanation.word_map(index).float()
+    h, w = grid_map.shape
+    flat = grid_map.reshape(-1)
+    peak = int(flat.argmax())
+    conc = concentration(grid_map)
+    total = float(flat.clamp(min=0).sum())
+    share = float(flat[peak]) / total if total > 0 else 0.0
+    mass = float(explanation.method_word_mass(explanation.method)[index])
+    lines = [
+        f"**peak** patch (row {peak // w}, col {peak % w}) holds {share:.0%} of the map · "
+        f"**effective patches** {conc['effective_patches']:.1f} of {h * w} · "
+        f"**k50** {conc['k50']} · **total** {total:.2e}"
+        + (f" · scale 0–{vmax:.2e}" if vmax is not None else ""),
+        f"Query-to-Patch ({explanation.method}) mass {mass:.1e}",
+    ]
+    if explanation.vanished[index]:
+        lines[-1] += (
+            f" — ⚠️ **vanished** (below {explanation.vanish_tol:g}): this map is not evidence "
+            "of where the model looked"
+        )
+    return "  \n".join(lines)
 
 
 def word_spans(
