@@ -73,7 +73,7 @@ class PatchEncoder(torch.nn.Module):
 
 def build_model(spec: str, seed: int = 0, projector_kwargs: dict | None = None):
     """A tiny (model, processor) whose `encode_patches` is the per-patch encoder."""
-    from decovlm.testing import tiny_model
+    from decovlm.modeling.tiny import tiny_model
 
     model, processor = tiny_model(
         spec, image_size=IMAGE, patch_size=PATCH, seed=seed, projector_kwargs=projector_kwargs
