@@ -8,16 +8,12 @@ machine. decovlm therefore passes `use_kernels=False` unless asked otherwise:
     kernel_kwargs(None)   # {"use_kernels": False}, or {"use_kernels": True} if DECOVLM_USE_KERNELS=1
     kernel_kwargs(True)   # {"use_kernels": True}, or a clear error without `kernels` / offline
 
-The keyword is passed only to a transformers whose `from_pretrained` knows it (older ones have no
-hub kernels at all, so there is nothing to turn off).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import os
-from functools import lru_cache
 
 ENV = "DECOVLM_USE_KERNELS"  # the setting for every CLI that loads a model (1/true/yes = on)
 
@@ -34,33 +30,8 @@ def resolve_use_kernels(value: bool | None) -> bool:
     raise ValueError(f"{ENV}={raw!r}: use 1/true/yes/on or 0/false/no/off")
 
 
-@lru_cache(maxsize=1)
-def transformers_has_kernels() -> bool:
-    """Whether the installed transformers' `from_pretrained` reads a `use_kernels` keyword.
-
-    It is popped from `**kwargs` (not a named parameter) in the versions that have it, so the
-    signature is checked first and the source second; inspected once per process.
-    """
-    from transformers import PreTrainedModel
-
-    fn = PreTrainedModel.from_pretrained
-    if "use_kernels" in inspect.signature(fn).parameters:
-        return True
-    try:
-        return "use_kernels" in inspect.getsource(fn)
-    except (OSError, TypeError):  # no source (e.g. a frozen install): assume the modern default
-        return True
-
-
 def check_kernels_usable() -> None:
     """Raise one clear error when hub kernels cannot work here (no package, no hub)."""
-    import transformers
-
-    if not transformers_has_kernels():
-        raise RuntimeError(
-            f"use_kernels is on but transformers {transformers.__version__} has no hub kernels; "
-            "turn use_kernels off or upgrade transformers"
-        )
     if importlib.util.find_spec("kernels") is None:
         raise RuntimeError(
             "use_kernels is on but the `kernels` package is not installed: `pip install kernels`, "
@@ -76,8 +47,9 @@ def check_kernels_usable() -> None:
 
 
 def kernel_kwargs(use_kernels: bool | None = None) -> dict:
-    """The keyword arguments for a `from_pretrained` call: `use_kernels`, when transformers has it."""
+    """The keyword arguments for a `from_pretrained` call (every supported transformers, >= 5.20,
+    reads `use_kernels`)."""
     on = resolve_use_kernels(use_kernels)
     if on:
         check_kernels_usable()
-    return {"use_kernels": on} if transformers_has_kernels() else {}
+    return {"use_kernels": on}
