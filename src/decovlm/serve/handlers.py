@@ -59,20 +59,6 @@ def _error(message: str) -> str:
     return f"⚠️ {message}"
 
 
-def _prune(out_root: Path, keep: int = KEEP_RESULTS) -> None:
-    """Delete the oldest result folders beyond `keep` (their files were already served)."""
-    folders = [p for p in out_root.iterdir() if p.is_dir()]
-    if len(folders) <= keep:
-        return
-    folders.sort(key=lambda p: p.stat().st_mtime)
-    for old in folders[: len(folders) - keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _error(message: str) -> str:
-    return f"⚠️ {message}"
-
-
 def ask(
     explorer: Explorer, image: Image.Image | None, question: str, out_root: str | Path
 ) -> Iterator[dict]:
