@@ -24,3 +24,16 @@ def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
         help="use transformers' hub kernels (needs the `kernels` package and the hub; default off, "
         "or the DECOVLM_USE_KERNELS environment variable)",
     )
+
+
+def add_chat_template_argument(parser: argparse.ArgumentParser) -> None:
+    """`--chat-template`: how questions are prompted; `auto` is the template saved with the model
+    (the one it was trained with), so only an explicit name changes the prompt."""
+    from decovlm.modeling.chat_template import TEMPLATE_CHOICES
+
+    parser.add_argument(
+        "--chat-template",
+        default="auto",
+        choices=TEMPLATE_CHOICES,
+        help="how questions are prompted (auto: the template saved with the model)",
+    )

@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decovlm.cli_args import add_loading_arguments
+from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
 from decovlm.eval.benchmarks import BENCHMARKS
 from decovlm.eval.metrics import BOX_PARSERS, FRAMES
-from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-new-tokens", type=int, default=None, help="default: the benchmark's (128 mostly)"
     )
-    parser.add_argument(
-        "--chat-template",
-        default="auto",
-        choices=TEMPLATE_CHOICES,
-        help="how questions are prompted (auto: the template saved with the model)",
-    )
+    add_chat_template_argument(parser)
     add_loading_arguments(parser)
     parser.add_argument(
         "--box-frame",

@@ -19,8 +19,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from decovlm.cli_args import add_loading_arguments
-from decovlm.modeling.chat_template import TEMPLATE_CHOICES
+from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
 
 HELP = "commands: /image PATH (switch image, new conversation), /reset, /quit"
 
@@ -31,12 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image", default=None, help="image file to talk about (or /image later)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer, in tokens")
-    parser.add_argument(
-        "--chat-template",
-        default="auto",
-        choices=TEMPLATE_CHOICES,
-        help="how the conversation is prompted (auto: the template saved with the model)",
-    )
+    add_chat_template_argument(parser)
     add_loading_arguments(parser)
 
 

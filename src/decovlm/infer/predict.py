@@ -20,8 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from decovlm.cli_args import add_loading_arguments
-from decovlm.modeling.chat_template import TEMPLATE_CHOICES
+from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,12 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "padding changes a few greedy answers)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=128, help="longest answer, in tokens")
-    parser.add_argument(
-        "--chat-template",
-        default="auto",
-        choices=TEMPLATE_CHOICES,
-        help="how the questions are prompted (auto: the template saved with the model)",
-    )
+    add_chat_template_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_loading_arguments(parser)
 

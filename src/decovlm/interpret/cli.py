@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from decovlm.cli_args import add_loading_arguments
+from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
 from decovlm.interpret.explanation import VANISHED_MASS
-from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,12 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw-prompt", action="store_true", help="use the prompt as written, no chat template"
     )
-    parser.add_argument(
-        "--chat-template",
-        default="auto",
-        choices=TEMPLATE_CHOICES,
-        help="how the question is prompted (auto: the template saved with the model)",
-    )
+    add_chat_template_argument(parser)
     parser.add_argument(
         "--batched",
         action=argparse.BooleanOptionalAction,

@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decovlm.cli_args import add_loading_arguments
+from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
 from decovlm.interpret.explanation import VANISHED_MASS
-from decovlm.modeling.chat_template import TEMPLATE_CHOICES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,12 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw-prompt", action="store_true", help="'<image>\\n' + prompt, no chat template"
     )
-    parser.add_argument(
-        "--chat-template",
-        default="auto",
-        choices=TEMPLATE_CHOICES,
-        help="how the questions are prompted (auto: the template saved with each model)",
-    )
+    add_chat_template_argument(parser)
     parser.add_argument(
         "--methods",
         default="all",

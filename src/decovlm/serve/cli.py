@@ -13,8 +13,7 @@ import argparse
 import ipaddress
 import sys
 
-from decovlm.cli_args import add_loading_arguments
-from decovlm.serve.engine import TEMPLATES
+from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,12 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument(
-        "--template",
-        default="auto",
-        choices=TEMPLATES,
-        help="how the question is prompted (auto: the chat template saved with the model)",
-    )
+    add_chat_template_argument(parser)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument(
         "--start-layer", type=int, default=0, help="first LLM layer to propagate relevance through"
@@ -81,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         common = dict(
             device=args.device,
             dtype=args.dtype,
-            template=args.template,
+            template=args.chat_template,
             max_new_tokens=args.max_new_tokens,
             start_layer=args.start_layer,
             end_layer=args.end_layer,
