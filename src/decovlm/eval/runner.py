@@ -16,7 +16,6 @@ any other backend. Output folder:
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,18 +35,17 @@ def open_item_image(item: EvalItem) -> Image.Image | None:
     """The item's image as RGB, None for text-only items; ValueError naming the file when unreadable."""
     if item.image is None and item.image_b64 is None:
         return None
+    from decovlm.utils.images import load_image
+
+    if item.image is not None:
+        if not Path(item.image).is_file():
+            raise ValueError(f"missing image {item.image}")
+        return load_image(item.image)
     try:
-        if item.image is not None:
-            if not Path(item.image).is_file():
-                raise ValueError(f"missing image {item.image}")
-            with Image.open(item.image) as img:
-                return img.convert("RGB")
-        with Image.open(io.BytesIO(base64.b64decode(item.image_b64))) as img:
-            return img.convert("RGB")
-    except ValueError:
-        raise
-    except Exception as err:  # PIL raises several types for corrupt files and bad base64
-        raise ValueError(f"cannot read image {item.image or '(inline base64)'}: {err}") from None
+        data = base64.b64decode(item.image_b64, validate=False)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"cannot read image (inline base64): {err}") from None
+    return load_image(data, name="(inline base64)")
 
 
 def _check_run_file(out_dir: Path, run_info: dict) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from decovlm.utils.io import append_jsonl, atomic_write_text, read_jsonl
+from decovlm.utils.io import append_jsonl, atomic_write_text, json_line, read_jsonl
 
 COMPLETE = "COMPLETE"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -43,7 +43,7 @@ class JsonlMetrics(TrainerCallback):
         self.start = time.time()
         if state.is_world_process_zero and state.global_step > 0 and self.path.exists():
             kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= state.global_step]
-            atomic_write_text(self.path, "".join(_json_line(r) for r in kept))
+            atomic_write_text(self.path, "".join(json_line(r) for r in kept))
 
     def on_log(
         self, args, state, control, logs: dict[str, Any] | None = None, **kwargs: Any
@@ -55,12 +55,6 @@ class JsonlMetrics(TrainerCallback):
             record[METRIC_KEYS.get(key, key)] = value
         record["time"] = round(time.time() - self.start, 3)
         append_jsonl(self.path, record)
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(record) + "\n"
 
 
 class CheckpointMarker(TrainerCallback):

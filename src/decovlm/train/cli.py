@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from decovlm.errors import UserError
     from decovlm.train.config import dump_config, list_presets, load_config
 
     if args.list or not args.config:
@@ -39,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
             print(dump_config(config), end="")
             return 0
         config.validate()
-    except (ValueError, FileNotFoundError) as err:
-        print(f"decovlm train: error: {err}")
-        return 2
+        config.check_paths()
+    except ValueError as err:  # config validation: the user's config or overrides are wrong
+        raise UserError(str(err)) from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -62,6 +62,9 @@ class DataSection:
     limit: int | None = None  # use only the first N valid records
     sampler: str = "modality_length"  # random | length | modality_length
     num_workers: int = 0
+    # Images with more pixels are skipped as bad records (None: decovlm.utils.images' 64 Mpx
+    # default, or DECOVLM_MAX_IMAGE_PIXELS); the header is checked before decoding.
+    max_image_pixels: int | None = None
 
 
 @dataclass
@@ -150,6 +153,39 @@ class TrainConfig:
             )
         if not self.data.path:
             raise ValueError("data.path is not set (the LLaVA conversation JSON)")
+        self._check_projector()
+
+    def _check_projector(self) -> None:
+        # Parse the spec (and its kwargs) now, with stand-in widths, so a bad spec is a one-line
+        # error before any weights are loaded; the real widths are checked again at build time.
+        from decovlm.projectors.registry import make_config
+
+        try:
+            make_config(self.model.projector, 64, 64, **self.model.projector_kwargs)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"model.projector={self.model.projector}: {err}") from None
+
+    def check_paths(self) -> None:
+        """The files a run reads exist (data, align projector, init_from model): fail before loading."""
+        from decovlm.errors import MissingFileError
+
+        data = Path(self.data.path)
+        if not data.is_file():
+            raise MissingFileError(
+                f"data.path: no file {data} (a LLaVA conversation .json list or .jsonl file)"
+            )
+        t = self.training
+        if t.projector_path:
+            proj = Path(t.projector_path)
+            if not (proj.is_file() or (proj / "projector.safetensors").is_file()):
+                raise MissingFileError(
+                    f"training.projector_path: no projector weights at {proj} (the align run's "
+                    "projector.safetensors, or its output folder)"
+                )
+        if self.model.init_from:
+            from decovlm.modeling.loading import check_model_folder
+
+            check_model_folder(self.model.init_from, "model.init_from")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
