@@ -134,7 +134,10 @@ def run_benchmark(
         }
         if error:
             rec["error"] = error
-        append_jsonl(answers_path, rec)
+        # A row that fails the same way again (a malformed row, a still-missing image) is
+        # already recorded: one line per id, however many reruns.
+        if not (error and done.get(item.question_id, {}).get("error") == error):
+            append_jsonl(answers_path, rec)
         done[item.question_id] = rec
         bar.update(1)
 

@@ -38,10 +38,12 @@ def check_model_folder(path: str | os.PathLike, what: str):
     path = Path(path)
     hint = "save_pretrained writes config.json, model.safetensors and the processor files"
     if not path.is_dir():
-        raise MissingFileError(f"{what}: no saved decovlm model folder at {path} ({hint})")
+        raise MissingFileError(
+            f"{what}: {path} is not a folder with a saved decovlm model (no such folder; {hint})"
+        )
     if not (path / "config.json").is_file():
         raise MissingFileError(
-            f"{what}: {path} has no config.json, so it is not a saved model ({hint})"
+            f"{what}: {path} is not a folder with a saved decovlm model (no config.json; {hint})"
         )
     if not isinstance(read_json(path / "config.json"), dict):
         raise UserError(f"{what}: {path / 'config.json'} is not a JSON object")
