@@ -115,6 +115,9 @@ class TrainingSection:
     ddp_find_unused_parameters: bool | None = None  # None: true when text-only records exist
     use_cpu: bool = False
     disable_tqdm: bool = False
+    # --resume from a checkpoint without optimizer / scheduler state: refused unless true (the
+    # run would go on with a fresh optimizer and schedule and differ from an uninterrupted one)
+    resume_without_optimizer: bool = False
     lora: LoraSection = field(default_factory=LoraSection)
 
 

@@ -178,6 +178,12 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         )
     if resume and checkpoint is None:
         logger.warning("--resume: no complete checkpoint in %s, starting from scratch", out)
+    if checkpoint is not None:
+        from decovlm.train.callbacks import check_resumable
+
+        missing = check_resumable(checkpoint, t.resume_without_optimizer)
+        if missing:
+            logger.warning("--resume from %s without %s", checkpoint, ", ".join(missing))
     skip_path = out / "skipped.jsonl"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)

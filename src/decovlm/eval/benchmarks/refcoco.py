@@ -34,16 +34,54 @@ _IMAGE_DIRS = (
 )
 
 
+# The only globals a refs file may name: plain containers and scalars. REFER's files hold
+# dicts, lists, strings, ints and floats, which pickle stores as opcodes, not globals; anything
+# else (a function, a class, os.system...) is refused, so a data folder cannot run code.
+SAFE_GLOBALS = {
+    ("builtins", name)
+    for name in (
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "str",
+        "bytes",
+        "int",
+        "float",
+        "bool",
+    )
+}
+
+
+class RefsUnpickler(pickle.Unpickler):
+    """A pickle reader that builds only the builtin types in SAFE_GLOBALS."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refuses {module}.{name}: a refs file holds only dicts, lists, strings and numbers"
+        )
+
+
 def _load_refs(path: Path) -> list[dict]:
+    from decovlm.errors import UserError
+
     # REFER's refs are pickles written by Python 2; latin1 is how Python 3 reads their byte strings.
-    with path.open("rb") as f:
-        try:
-            refs = pickle.load(f)
-        except UnicodeDecodeError:
-            f.seek(0)
-            refs = pickle.load(f, encoding="latin1")
+    try:
+        with path.open("rb") as f:
+            try:
+                refs = RefsUnpickler(f).load()
+            except UnicodeDecodeError:
+                f.seek(0)
+                refs = RefsUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
+        raise UserError(f"{path}: not a REFER refs pickle ({type(err).__name__}: {err})") from None
+    except (AttributeError, ImportError, MemoryError, RecursionError) as err:
+        raise UserError(f"{path}: not a REFER refs pickle ({type(err).__name__})") from None
     if not isinstance(refs, list):
-        raise ValueError(f"{path}: expected a list of refs, got {type(refs).__name__}")
+        raise UserError(f"{path}: expected a list of refs, got {type(refs).__name__}")
     return refs
 
 
