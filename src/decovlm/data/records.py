@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from decovlm.errors import MissingFileError, UserError
-from decovlm.utils.io import append_jsonl, json_error, read_text
+from decovlm.utils.io import append_jsonl, json_error, jsonl_lines, read_text
 
 IMAGE_TAG = "<image>"
 HUMAN_ROLES = {"human", "user"}
@@ -110,7 +110,7 @@ def load_records(
     skip_log = skip_log if skip_log is not None else SkipLog()
     raw: list[Any] = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(jsonl_lines(text), 1):
             if line.strip():
                 try:
                     raw.append(json.loads(line))

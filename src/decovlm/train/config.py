@@ -255,7 +255,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp in (list, dict) or origin in (list, dict):
         base = origin or tp
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ValueError(f"{key}: expected a {base.__name__}, got {value!r}") from None
         if base is list and isinstance(value, str):
             value = [value]
         if not isinstance(value, base):
@@ -302,7 +305,12 @@ def load_yaml_with_inherit(name_or_path: str | Path, _seen: tuple[str, ...] = ()
     path = resolve_preset(name_or_path)
     if str(path) in _seen:
         raise ValueError(f"preset inheritance cycle: {' -> '.join((*_seen, str(path)))}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from decovlm.utils.io import read_text
+
+    try:
+        data = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a YAML mapping")
     parent = data.pop("inherit", None)
@@ -331,7 +339,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ValueError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        if not all(parts):
+            raise ValueError(f"override {item!r}: {key!r} is not a dotted key like training.seed")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ValueError(
+                f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})"
+            ) from None
         node = data
         for part in parts[:-1]:
             child = node.get(part)
@@ -339,6 +354,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[part]
         node[parts[-1]] = value
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    problem = getattr(err, "problem", None) or str(err).split("\n")[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1} column {mark.column + 1}" if mark else str(problem)
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

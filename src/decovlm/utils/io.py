@@ -152,6 +152,12 @@ def repair_torn_tail(fd: int) -> int:
     return size - keep
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split on newline only (str.splitlines also splits on \\x1e,
+    \\x85 or U+2028, which may occur inside a JSON string), a trailing \\r dropped."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSONL file; a truncated last line (a crash mid-append) is dropped, any other bad line
     raises a UserError naming the file, line and column."""
@@ -160,7 +166,9 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    lines = read_text(path).splitlines()
+    lines = jsonl_lines(read_text(path))
+    while lines and not lines[-1].strip():
+        lines.pop()
     records = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

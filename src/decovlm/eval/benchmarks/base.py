@@ -83,10 +83,10 @@ def as_percent(scores: dict[str, Any]) -> dict[str, Any]:
 
 def read_jsonl_rows(path: Path) -> list[tuple[int, dict | None, str | None]]:
     """(line number, object or None, error or None) for each non-empty line: bad lines don't stop the load."""
-    from decovlm.utils.io import read_text
+    from decovlm.utils.io import jsonl_lines, read_text
 
     rows = []
-    for i, line in enumerate(read_text(path).splitlines(), 1):
+    for i, line in enumerate(jsonl_lines(read_text(path)), 1):
         if not line.strip():
             continue
         try:
