@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -79,7 +80,10 @@ def load_image(
         if not is_file:
             raise ImageError(f"{label} is not a file (an image file is needed)")
     try:
-        with Image.open(source) as img:  # reads the header only
+        with warnings.catch_warnings():  # PIL warns from 89 Mpx; our own limit decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)  # reads the header only
+        with img:
             _check_size(img.size, label, limit)
             img.load()  # decode now, inside the try: truncated data fails here
             rgb = img.convert("RGB")
@@ -87,7 +91,8 @@ def load_image(
         raise
     except Image.DecompressionBombError:
         raise TooManyPixels(
-            f"{label}: too many pixels for PIL to open safely (limit {limit:,})"
+            f"{label} has over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} Mpx, over the "
+            f"{limit / 1e6:.1f} Mpx limit (downscale it)"
         ) from None
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error ...
         detail = (

@@ -73,7 +73,9 @@ def read_text(path: str | os.PathLike, what: str = "") -> str:
 def json_error(path: str | os.PathLike, err: json.JSONDecodeError, line: int | None = None) -> str:
     """'<path>: not valid JSON: <what> at line L column C' (line = the JSONL line, if given)."""
     where = f"line {line if line is not None else err.lineno} column {err.colno}"
-    return f"{path}: not valid JSON: {err.msg} at {where}"
+    # json's messages either end in "at" ("Unterminated string starting at") or not
+    msg = err.msg if err.msg.endswith(" at") else f"{err.msg} at"
+    return f"{path}: not valid JSON: {msg} {where}"
 
 
 def read_json(path: str | os.PathLike, hint: str = "") -> Any:
