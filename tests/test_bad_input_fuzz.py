@@ -219,3 +219,24 @@ def test_refs_unpickler_refuses_code():
 
     with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
         RefsUnpickler(io.BytesIO(pickle.dumps([Evil()]))).load()
+
+
+@FAST
+@given(rows=st.lists(row_like | json_values, max_size=5), top=json_values)
+def test_json_benchmark_files_of_any_shape_never_crash(rows, top):
+    files = {
+        "vqav2": ("v2_OpenEnded_mscoco_val2014_questions.json", {"questions": rows}),
+        "seed": ("SEED-Bench.json", {"questions": rows, "question_type": top}),
+        "textvqa": ("TextVQA_0.5.1_val.json", {"data": rows}),
+    }
+    for name, (file_name, content) in files.items():
+        bench = get_benchmark(name)
+        for payload in (content, top):
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / file_name).write_text(json.dumps(payload))
+                try:
+                    items = bench.load(Path(tmp), None, {})
+                except UserError as err:
+                    assert str(err)
+                    continue
+                bench.score(items, {it.question_id: "a" for it in items}, {})

@@ -80,13 +80,13 @@ def load_image(
         if not is_file:
             raise ImageError(f"{label} is not a file (an image file is needed)")
     try:
-        with warnings.catch_warnings():  # PIL warns from 89 Mpx; our own limit decides
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(source)  # reads the header only
-        with img:
+        with _open(source) as img:  # reads the header only
             _check_size(img.size, label, limit)
-            img.load()  # decode now, inside the try: truncated data fails here
-            rgb = img.convert("RGB")
+            img.verify()  # checksums: catches truncated / corrupt files that decode "fine"
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with _open(source) as img:
+            rgb = img.convert("RGB")  # decodes, inside the try: bad data fails here
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -95,15 +95,20 @@ def load_image(
             f"{limit / 1e6:.1f} Mpx limit (downscale it)"
         ) from None
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error ...
-        detail = (
-            str(err).replace(os.fspath(source), label)
-            if isinstance(source, str | os.PathLike)
-            else str(err)
-        )
+        detail = str(err)
+        if isinstance(source, str | os.PathLike):
+            detail = detail.replace(os.fspath(source), label)
         raise ImageError(
-            f"{label} is not an image that can be read ({type(err).__name__}: {detail})"
+            f"cannot read image {label}: not an image file that can be decoded "
+            f"({type(err).__name__}: {detail})"
         ) from None
     return rgb
+
+
+def _open(source) -> Image.Image:
+    with warnings.catch_warnings():  # PIL warns from 89 Mpx; our own limit decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
 
 
 def _check_size(size: tuple[int, int], label: str, limit: int) -> None:

@@ -147,6 +147,27 @@ def check_types(
     return None
 
 
+def row_id(row: Any, key: str, default: str) -> str:
+    """`row[key]` as a question id when the row is an object and the value reads as text."""
+    value = row.get(key) if isinstance(row, dict) else None
+    return str(value) if _is_text(value) else default
+
+
+def row_error(
+    row: Any,
+    where: str,
+    required: tuple[str, ...] = (),
+    paths: tuple[str, ...] = (),
+    text: tuple[str, ...] = (),
+    text_lists: tuple[str, ...] = (),
+) -> str | None:
+    """Why `row` (a question read from JSON) is malformed, or None: not an object, a required
+    field missing or empty, or a field of the wrong type (see `check_types`)."""
+    if not isinstance(row, dict):
+        return f"{where}: expected an object, got {_show(row)}"
+    return require(row, required, where) or check_types(row, where, paths, text, text_lists)
+
+
 def _show(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
@@ -166,6 +187,9 @@ def resolve_image(data_dir: Path, rel: str, folders: tuple[str, ...] = ("",)) ->
     (the runner reports it as missing)."""
     candidates = [data_dir / f / rel if f else data_dir / rel for f in folders]
     for c in candidates:
-        if c.exists():
-            return str(c)
+        try:
+            if c.exists():
+                return str(c)
+        except (OSError, ValueError):  # a NUL byte or an over-long name: reported as missing
+            break
     return str(candidates[0])

@@ -21,6 +21,8 @@ from decovlm.eval.benchmarks.base import (
     find_file,
     read_json,
     resolve_image,
+    row_error,
+    row_id,
 )
 from decovlm.eval.metrics import choice_accuracy, circular_accuracy, extract_option
 
@@ -115,14 +117,25 @@ def load_seed(data_dir: Path, split: str | None, options: dict) -> list[EvalItem
     if split not in ("image", "all"):
         raise ValueError(f"--split for seed must be 'image' or 'all', got {split!r}")
     data = read_json(find_file(data_dir, ["SEED-Bench.json"], "SEED-Bench question file"))
+    types = data.get("question_type") if isinstance(data, dict) else None
     type_names = (
-        {v: k for k, v in (data.get("question_type") or {}).items()}
-        if isinstance(data, dict)
+        {v: k for k, v in types.items() if isinstance(v, str | int)}
+        if isinstance(types, dict)
         else {}
     )
+    questions = data.get("questions") if isinstance(data, dict) else None
     items = []
-    for i, q in enumerate(data.get("questions", []) if isinstance(data, dict) else []):
-        qid = str(q.get("question_id", f"row{i}"))
+    for i, q in enumerate(questions if isinstance(questions, list) else []):
+        qid = row_id(q, "question_id", f"row{i}")
+        err = row_error(
+            q,
+            f"question {qid}",
+            text=("question", "data_id", "answer", "question_type_id", "data_type")
+            + tuple(f"choice_{k}" for k in "abcd"),
+        )
+        if err:
+            items.append(EvalItem(qid, "", error=err))
+            continue
         kind = q.get("data_type", "image")
         if kind != "image" and split == "image":
             continue
