@@ -51,9 +51,11 @@ def open_item_image(item: EvalItem) -> Image.Image | None:
 def _check_run_file(out_dir: Path, run_info: dict) -> None:
     path = out_dir / RUN
     if path.is_file():
-        import json
+        from decovlm.utils.io import read_json
 
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        previous = read_json(path)
+        if not isinstance(previous, dict):
+            previous = {}
         keys = ("benchmark", "split", "options", "model")
         # A run without a model name (a bare generate_fn) matches any model.
         if any(

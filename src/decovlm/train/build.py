@@ -42,7 +42,9 @@ def build_model(section: ModelSection) -> tuple[Any, Any]:
         model = DecoVLMForConditionalGeneration.from_pretrained(path, dtype=_dtype(section.dtype))
         processor = DecoVLMProcessor.from_pretrained(path)
         if model.config.projector != section.projector:
-            raise ValueError(
+            from decovlm.errors import UserError
+
+            raise UserError(
                 f"model.init_from {path} has projector {model.config.projector!r} but model.projector is "
                 f"{section.projector!r}; set model.projector={model.config.projector}"
             )

@@ -37,8 +37,15 @@ def _cell(row: dict, key: str) -> str:
 
 def _read_tsv(path: Path) -> list[dict]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 images exceed the default cell limit
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    from decovlm.errors import UserError
+
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except csv.Error as err:
+        raise UserError(f"{path}: not a readable TSV file ({err})") from None
 
 
 def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
