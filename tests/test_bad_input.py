@@ -391,3 +391,21 @@ def test_append_jsonl_is_the_one_writer(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"b": 2}')  # whole record, only its newline lost: kept
     append_jsonl(path, {"c": 3})
     assert read_jsonl(path) == [{"a": 1}, {"b": 2}, {"c": 3}]
+
+
+def test_one_line_messages():
+    from torch._utils import ExceptionWrapper
+
+    from decovlm.errors import one_line
+
+    try:
+        raise UserError("record 'x': bad (data.strict=true)")
+    except UserError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(UserError) as info:
+        wrapped.reraise()  # how a DataLoader worker's error reaches the main process
+    assert one_line(info.value) == "record 'x': bad (data.strict=true)"
+    try:
+        open("/no/such/file.json")
+    except FileNotFoundError as err:
+        assert one_line(err) == "/no/such/file.json: No such file or directory"

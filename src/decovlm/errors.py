@@ -45,6 +45,10 @@ def one_line(err: BaseException) -> str:
         text = f"{err.filename}: {err.strerror}"
     else:
         text = str(err) or type(err).__name__
+    if "Original Traceback" in text:  # re-raised by a DataLoader worker: keep the message only
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        head, _, rest = last.partition(": ")
+        text = rest if rest and head.split(".")[-1] == type(err).__name__ else last
     return " ".join(text.split())
 
 
