@@ -406,6 +406,6 @@ def test_one_line_messages():
         wrapped.reraise()  # how a DataLoader worker's error reaches the main process
     assert one_line(info.value) == "record 'x': bad (data.strict=true)"
     try:
-        open("/no/such/file.json")
+        Path("/no/such/file.json").read_text()
     except FileNotFoundError as err:
         assert one_line(err) == "/no/such/file.json: No such file or directory"
