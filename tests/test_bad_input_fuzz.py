@@ -240,3 +240,35 @@ def test_json_benchmark_files_of_any_shape_never_crash(rows, top):
                     assert str(err)
                     continue
                 bench.score(items, {it.question_id: "a" for it in items}, {})
+
+
+ref_like = st.fixed_dictionaries(
+    {"split": st.just("val"), "ref_id": json_values, "ann_id": st.integers(0, 2) | json_values},
+    optional={"image_id": st.integers(0, 2) | json_values, "sentences": json_values},
+)
+instances_like = st.fixed_dictionaries(
+    {
+        "annotations": st.lists(
+            st.fixed_dictionaries({"id": st.integers(0, 2)}, optional={"bbox": json_values}),
+            max_size=3,
+        ),
+        "images": st.lists(
+            st.fixed_dictionaries(
+                {"id": st.integers(0, 2) | json_values},
+                optional={"width": json_values, "height": json_values, "file_name": json_values},
+            ),
+            max_size=3,
+        ),
+    }
+)
+
+
+@FAST
+@given(refs=st.lists(ref_like | json_values, max_size=4), inst=instances_like | json_values)
+def test_refcoco_files_of_any_shape_never_crash(refs, inst):
+    bench = get_benchmark("refcoco")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+        (Path(tmp) / "instances.json").write_text(json.dumps(inst))
+        items = bench.load(Path(tmp), "val", {})
+        bench.score(items, {it.question_id: "[0.1, 0.1, 0.5, 0.5]" for it in items}, {})

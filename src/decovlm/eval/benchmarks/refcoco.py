@@ -85,6 +85,31 @@ def _load_refs(path: Path) -> list[dict]:
     return refs
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_box(value) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 4 and all(map(_is_number, value))
+
+
+def _is_size(value) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _key(value):
+    # ids are ints or strings; anything else (a list from a malformed file) matches nothing
+    return value if isinstance(value, int | str) else None
+
+
+def _by_id(inst, section: str) -> dict:
+    """{id: entry} of instances.json's `section`, skipping entries that are not objects with an id."""
+    rows = inst.get(section) if isinstance(inst, dict) else None
+    if not isinstance(rows, list):
+        return {}
+    return {_key(r["id"]): r for r in rows if isinstance(r, dict) and _key(r.get("id")) is not None}
+
+
 def _in_split(ref_split: str, split: str) -> bool:
     # REFER's getRefIds: testA / testB / testC match on the last letter, other splits exactly.
     if split in ("testA", "testB", "testC"):
@@ -103,29 +128,33 @@ def make_loader(dataset: str):
                 data_dir, [f"{dataset}/instances.json", "instances.json"], f"{dataset} instances"
             )
         )
-        anns = {a["id"]: a for a in inst.get("annotations", []) if "id" in a}
-        images = {im["id"]: im for im in inst.get("images", []) if "id" in im}
+        anns = _by_id(inst, "annotations")
+        images = _by_id(inst, "images")
         items = []
         for ref in _load_refs(refs_path):
             if not isinstance(ref, dict) or not _in_split(str(ref.get("split", "")), split):
                 continue
             ref_id = ref.get("ref_id")
-            ann = anns.get(ref.get("ann_id"))
-            img = images.get(ref.get("image_id"))
+            ann = anns.get(_key(ref.get("ann_id")))
+            img = images.get(_key(ref.get("image_id")))
             sentences = ref.get("sentences") or []
             problem = None
             if ann is None or img is None or "bbox" not in ann:
                 problem = f"ref {ref_id}: annotation or image missing from instances.json"
-            elif not sentences:
+            elif not sentences or not isinstance(sentences, list):
                 problem = f"ref {ref_id}: no sentences"
+            elif not _is_box(ann["bbox"]):
+                problem = (
+                    f"ref {ref_id}: bbox must be [x, y, w, h] numbers, got {ann['bbox']!r:.60}"
+                )
+            elif not all(img.get(k) is None or _is_size(img.get(k)) for k in ("width", "height")):
+                problem = f"ref {ref_id}: image {img.get('id')!r} needs numeric width and height"
             if problem:
                 items.append(EvalItem(f"{ref_id}", "", error=problem))
                 continue
-            file_name = (
-                img.get("file_name")
-                or ref.get("file_name")
-                or f"COCO_train2014_{int(img['id']):012d}.jpg"
-            )
+            file_name = img.get("file_name") or ref.get("file_name")
+            if not isinstance(file_name, str):
+                file_name = f"COCO_train2014_{str(img['id']).zfill(12)}.jpg"
             gold = {
                 "box": list(xywh_to_xyxy(ann["bbox"])),
                 "width": img.get("width"),
