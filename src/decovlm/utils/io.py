@@ -63,7 +63,8 @@ def read_text(path: str | os.PathLike, what: str = "") -> str:
     if not path.is_file():
         raise MissingFileError(f"{path} not found{': ' + what if what else ''}")
     try:
-        return path.read_text(encoding="utf-8")
+        # bytes, then decode: text mode would turn a lone \r into a line break (JSONL splits on \n)
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
         raise UserError(
             f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8"
