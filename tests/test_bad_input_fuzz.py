@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from decovlm.data.records import BadRecord, SkipLog, load_records, parse_record
@@ -272,3 +272,19 @@ def test_refcoco_files_of_any_shape_never_crash(refs, inst):
         (Path(tmp) / "instances.json").write_text(json.dumps(inst))
         items = bench.load(Path(tmp), "val", {})
         bench.score(items, {it.question_id: "[0.1, 0.1, 0.5, 0.5]" for it in items}, {})
+
+
+cell = st.text(alphabet=st.characters(blacklist_characters='\t\n\r"', codec="utf-8"), max_size=6)
+
+
+@FAST
+@given(rows=st.lists(st.lists(cell, min_size=1, max_size=9), max_size=4))
+@example(rows=[["\u00b2", "q", "a", "b"]])  # '²'.isdigit() is True, int('²') fails
+def test_mmbench_tsv_of_any_content_never_crashes(rows):
+    bench = get_benchmark("mmbench")
+    header = "index\tquestion\tA\tB\tC\tanswer\timage\thint\tcategory"
+    with tempfile.TemporaryDirectory() as tmp:
+        text = "\n".join([header, *("\t".join(r) for r in rows)]) + "\n"
+        (Path(tmp) / "mmbench_dev_20230712.tsv").write_text(text, encoding="utf-8")
+        items = bench.load(Path(tmp), None, {})
+        bench.score(items, {it.question_id: "A" for it in items}, {})

@@ -53,7 +53,8 @@ def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalI
     path = find_file(data_dir, [f"{split}.tsv", split], "MMBench TSV")
     rows = _read_tsv(path)
     images = {_cell(r, "index"): _cell(r, "image") for r in rows}
-    indices = [int(r["index"]) for r in rows if _cell(r, "index").lstrip("-").isdigit()]
+    # isdecimal, not isdigit: int() refuses digits such as '²' that isdigit accepts
+    indices = [int(_cell(r, "index")) for r in rows if _cell(r, "index").lstrip("-").isdecimal()]
     has_rotations = any(i >= _ROTATION for i in indices)
     all_rounds = options.get("all_rounds", "auto")
     rotate = (not has_rotations) if all_rounds == "auto" else bool(all_rounds)
@@ -61,7 +62,7 @@ def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalI
     for n, row in enumerate(rows, 2):  # line 1 is the header
         index = _cell(row, "index")
         opts = {k: _cell(row, k) for k in "ABCDE" if _cell(row, k)}
-        if not index.lstrip("-").isdigit() or not _cell(row, "question") or len(opts) < 2:
+        if not index.lstrip("-").isdecimal() or not _cell(row, "question") or len(opts) < 2:
             qid = index or f"line{n}"
             items.append(
                 EvalItem(
