@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from decovlm.errors import debug_enabled, is_user_error, one_line
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
@@ -54,7 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; a `UserError` (bad file, argument, spec, config or data) becomes one
+    line on stderr and exit code 2, other errors keep their traceback (they are bugs).
+
+    `--debug` (anywhere on the line) or `DECOVLM_DEBUG=1` shows the traceback of user errors too.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or debug_enabled()
+    argv = [a for a in argv if a != "--debug"]
+    name = argv[0] if argv and argv[0] in COMMANDS else None
+    try:
+        return _dispatch(argv)
+    except Exception as err:
+        if debug or not is_user_error(err):
+            raise
+        prog = f"decovlm {name}" if name else "decovlm"
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     # Build only the requested sub-parser when we can: importing every module is slower.
     if argv and argv[0] in COMMANDS:
         name = argv[0]
@@ -62,14 +83,25 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog=f"decovlm {name}", description=help_text)
         module = importlib.import_module(module_name)
         module.add_arguments(parser)
+        _add_debug(parser)
         args = parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
     parser = build_parser()
+    _add_debug(parser)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
     return int(importlib.import_module(args._module).run(args) or 0)
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    # Only for --help: main() takes --debug off the line before parsing.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of input errors (or set DECOVLM_DEBUG=1)",
+    )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_source(src: str) -> None:
+    """A UserError when `src` is neither an existing folder nor a hub repo id (`name` or `org/name`)."""
+    import re
+
+    from decovlm.errors import MissingFileError
+
+    if Path(src).exists():
+        return
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", src) or src.startswith((".", "/", "~")):
+        raise MissingFileError(
+            f"no LLaVA checkpoint folder {src} (give an existing folder, or a hub repo id such as "
+            "llava-hf/llava-1.5-7b-hf)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    check_source(args.src)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = from_llava(args.src, dtype=dtype)
     model.save_pretrained(args.dst)

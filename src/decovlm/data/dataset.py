@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from decovlm.data.records import BadRecord, Record, SkipLog, estimate_length
 from decovlm.data.templates import IGNORE_INDEX, TEMPLATES, SegmentEncoder, encode_conversation
+from decovlm.errors import UserError
 
 
 class ConversationDataset(Dataset):
@@ -36,6 +37,7 @@ class ConversationDataset(Dataset):
         image_token_id: int | None = None,
         strict: bool = False,
         skip_log: SkipLog | None = None,
+        max_image_pixels: int | None = None,
     ):
         if template not in TEMPLATES:
             raise ValueError(f"unknown chat template {template!r}; known: {', '.join(TEMPLATES)}")
@@ -51,6 +53,7 @@ class ConversationDataset(Dataset):
         self.image_root = Path(image_root) if image_root is not None else None
         self.max_length = max_length
         self.strict = strict
+        self.max_image_pixels = max_image_pixels
         self.skip_log = skip_log if skip_log is not None else SkipLog()
         tokenizer = processor.tokenizer
         if image_token_id is None:
@@ -76,8 +79,10 @@ class ConversationDataset(Dataset):
                 return self.load(record)
             except BadRecord as err:
                 if self.strict:
-                    raise ValueError(f"{err} (strict mode)") from None
-                self.skip_log.add(err.record_id, err.reason, stage="load")
+                    raise UserError(
+                        f"{err} (data.strict=true stops at the first bad record)"
+                    ) from None
+                self.skip_log.add(err.record_id, err.reason, stage="load", index=record.index)
         raise ValueError(
             f"every record in the dataset failed to load: {self.skip_log.counts} "
             f"(first ids: {self.skip_log.first_ids[:5]}); check data.image_root and data.max_length"
@@ -107,15 +112,17 @@ class ConversationDataset(Dataset):
         }
 
     def load_image(self, record: Record) -> torch.Tensor:
-        from PIL import Image, UnidentifiedImageError
+        from decovlm.errors import MissingFileError
+        from decovlm.utils.images import ImageError, TooManyPixels, load_image
 
         path = self.image_root / record.image
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except FileNotFoundError:
+            img = load_image(path, max_pixels=self.max_image_pixels)
+        except MissingFileError:
             raise BadRecord(record.id, f"missing image: {path}") from None
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise BadRecord(record.id, f"corrupt image: {path} ({type(err).__name__})") from None
+        except TooManyPixels as err:
+            raise BadRecord(record.id, f"image too large: {err}") from None
+        except ImageError as err:
+            raise BadRecord(record.id, f"corrupt image: {err}") from None
         pixels = self.processor.preprocess_images([img])
         return pixels[0]

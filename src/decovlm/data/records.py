@@ -13,8 +13,11 @@ Decisions (documented in docs and tests):
   turn (LLaVA's data has such records and LLaVA's own loader moves every tag to the front).
   More than one tag, a tag in an assistant turn, or a tag without an `image` key is a bad record.
   Like LLaVA, the tag is moved to the front of its turn: `"<image>\\n" + rest of the text`.
-- A bad record is skipped and counted in a `SkipLog` (reason, id); `strict=True` raises a
-  ValueError naming the record id instead.
+- A bad record is skipped and counted in a `SkipLog` (reason, id, position in the file), once per
+  record: two bad records sharing an id are two skips. A JSONL line that is not valid JSON is a
+  bad record like any other. `strict=True` raises a `UserError` naming the record instead.
+- A file that is missing, not UTF-8, or (for .json) not valid JSON is a `UserError` naming the
+  file (and line and column).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decovlm.utils.io import append_jsonl
+from decovlm.errors import MissingFileError, UserError
+from decovlm.utils.io import append_jsonl, json_error, jsonl_lines, read_text
 
 IMAGE_TAG = "<image>"
 HUMAN_ROLES = {"human", "user"}
@@ -34,10 +38,11 @@ ASSISTANT_ROLES = {"gpt", "assistant"}
 class BadRecord(ValueError):
     """A record that cannot be trained on; `.record_id` and `.reason` say which and why."""
 
-    def __init__(self, record_id: str, reason: str):
+    def __init__(self, record_id: str, reason: str, index: int | None = None):
         super().__init__(f"record {record_id!r}: {reason}")
         self.record_id = record_id
         self.reason = reason
+        self.index = index  # position in the file (0-based), so records sharing an id stay apart
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Record:
     id: str
     image: str | None
     turns: list[Turn]
+    index: int | None = None  # position in the data file (0-based)
 
     @property
     def has_image(self) -> bool:
@@ -72,13 +78,18 @@ class SkipLog:
     first_ids: list[str] = field(default_factory=list)
     max_ids: int = 20
 
-    def add(self, record_id: str, reason: str, stage: str = "load") -> None:
+    def add(
+        self, record_id: str, reason: str, stage: str = "load", index: int | None = None
+    ) -> None:
         key = reason.split(":", 1)[0]
         self.counts[key] = self.counts.get(key, 0) + 1
         if len(self.first_ids) < self.max_ids:
             self.first_ids.append(record_id)
         if self.path is not None:
-            append_jsonl(self.path, {"id": record_id, "reason": reason, "stage": stage})
+            line = {"id": record_id, "reason": reason, "stage": stage}
+            if index is not None:
+                line["index"] = index
+            append_jsonl(self.path, line)
 
     @property
     def total(self) -> int:
@@ -94,24 +105,27 @@ def load_records(
     """Read and validate a LLaVA conversation JSON (a list) or JSONL file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+        raise MissingFileError(f"data file not found: {path}")
+    text = read_text(path, "the LLaVA conversation data (data.path)")
+    skip_log = skip_log if skip_log is not None else SkipLog()
+    raw: list[Any] = []
     if path.suffix == ".jsonl":
-        raw: Any = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(jsonl_lines(text), 1):
             if line.strip():
                 try:
                     raw.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {n} is not valid JSON ({err.msg})") from None
+                except (json.JSONDecodeError, RecursionError) as err:
+                    # a bad line is a bad record: counted, named by its line, never fatal
+                    raw.append(_BadLine(_line_error(path, n, err)))
     else:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+            raise UserError(json_error(path, err)) from None
+        except RecursionError:
+            raise UserError(f"{path}: JSON nested too deeply") from None
     if not isinstance(raw, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(raw).__name__}")
-    skip_log = skip_log if skip_log is not None else SkipLog()
+        raise UserError(f"{path}: expected a JSON list of records, got {type(raw).__name__}")
     records: list[Record] = []
     for index, item in enumerate(raw):
         if limit is not None and len(records) >= limit:
@@ -120,13 +134,27 @@ def load_records(
             records.append(parse_record(item, index))
         except BadRecord as err:
             if strict:
-                raise ValueError(f"{path}: {err} (strict mode)") from None
-            skip_log.add(err.record_id, err.reason, stage="validate")
+                raise UserError(
+                    f"{path}: {err} (data.strict=true stops at the first bad record)"
+                ) from None
+            skip_log.add(err.record_id, err.reason, stage="validate", index=index)
     return records
+
+
+class _BadLine(str):
+    """A JSONL line that did not parse (its error message); `parse_record` turns it into a BadRecord."""
+
+
+def _line_error(path: Path, line: int, err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"bad JSON: line {line} column {err.colno} of {path.name}: {err.msg}"
+    return f"bad JSON: line {line} of {path.name}: nested too deeply"
 
 
 def parse_record(item: Any, index: int) -> Record:
     """Validate one raw record and normalise its turns (roles, `<image>` placement)."""
+    if isinstance(item, _BadLine):
+        raise BadRecord(f"#{index}", str(item), index)
     if not isinstance(item, dict):
         raise BadRecord(
             f"#{index}", f"bad structure: record is a {type(item).__name__}, not an object"
@@ -162,7 +190,7 @@ def parse_record(item: Any, index: int) -> Record:
     if turns[-1].role != "assistant":
         raise BadRecord(record_id, "roles out of order: the conversation ends with a user turn")
     _place_image_tag(record_id, image, turns)
-    return Record(record_id, image, turns)
+    return Record(record_id, image, turns, index)
 
 
 def _place_image_tag(record_id: str, image: str | None, turns: list[Turn]) -> None:

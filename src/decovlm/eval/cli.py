@@ -84,11 +84,19 @@ def benchmark_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decovlm.errors import MissingFileError
     from decovlm.eval.benchmarks import get_benchmark
     from decovlm.eval.generate import decovlm_generate_fn
     from decovlm.eval.runner import print_scores, run_benchmark
+    from decovlm.modeling.loading import check_model_folder
 
     bench = get_benchmark(args.benchmark)
+    # Check the inputs before the (slow) model load, so a typo fails in a second.
+    if not args.data.is_dir():
+        raise MissingFileError(
+            f"--data: no folder {args.data} (the {bench.name} benchmark's data folder, see docs)"
+        )
+    check_model_folder(args.model, "--model")
     split = args.split or bench.default_split
     out = args.out or Path("eval_results") / Path(args.model).name / (
         bench.name + (f"-{split}" if split else "")

@@ -17,7 +17,6 @@ any other backend. Output folder:
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,26 +37,27 @@ def open_item_image(item: EvalItem) -> Image.Image | None:
     """The item's image as RGB, None for text-only items; ValueError naming the file when unreadable."""
     if item.image is None and item.image_b64 is None:
         return None
+    from decovlm.utils.images import load_image
+
+    if item.image is not None:
+        if not Path(item.image).is_file():
+            raise ValueError(f"missing image {item.image}")
+        return load_image(item.image)
     try:
-        if item.image is not None:
-            if not Path(item.image).is_file():
-                raise ValueError(f"missing image {item.image}")
-            with Image.open(item.image) as img:
-                return img.convert("RGB")
-        with Image.open(io.BytesIO(base64.b64decode(item.image_b64))) as img:
-            return img.convert("RGB")
-    except ValueError:
-        raise
-    except Exception as err:  # PIL raises several types for corrupt files and bad base64
-        raise ValueError(f"cannot read image {item.image or '(inline base64)'}: {err}") from None
+        data = base64.b64decode(item.image_b64, validate=False)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"cannot read image (inline base64): {err}") from None
+    return load_image(data, name="(inline base64)")
 
 
 def _check_run_file(out_dir: Path, run_info: dict) -> None:
     path = out_dir / RUN
     if path.is_file():
-        import json
+        from decovlm.utils.io import read_json
 
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        previous = read_json(path)
+        if not isinstance(previous, dict):
+            previous = {}
         keys = ("benchmark", "split", "options", "model")
         # A run without a model name (a bare generate_fn) matches any model.
         if any(
@@ -141,7 +141,10 @@ def run_benchmark(
         }
         if error:
             rec["error"] = error
-        append_jsonl(answers_path, rec)
+        # A row that fails the same way again (a malformed row, a still-missing image) is
+        # already recorded: one line per id, however many reruns.
+        if not (error and done.get(item.question_id, {}).get("error") == error):
+            append_jsonl(answers_path, rec)
         done[item.question_id] = rec
         bar.update(1)
 

@@ -20,7 +20,6 @@ parameter has `requires_grad=False`; nothing accumulates in `.grad`.
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 
 import torch
@@ -78,16 +77,10 @@ def explain_mode(model):
 
 
 def read_image(image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    path = os.fspath(image)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except OSError as err:
-        raise ValueError(f"cannot read image {path!r}: {err}") from None
+    """An RGB image from a PIL image or a path (the shared loader: pixel limit, named errors)."""
+    from decovlm.utils.images import load_image
+
+    return load_image(image)
 
 
 def build_prompt(

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 
 def load_mask(path: str | Path) -> np.ndarray:
@@ -24,11 +23,9 @@ def load_mask(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: {path}")
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("L"), dtype=np.float32)
-    except OSError as err:
-        raise ValueError(f"cannot read mask image {path}: {err}") from None
+    from decovlm.utils.images import load_image
+
+    arr = np.asarray(load_image(path).convert("L"), dtype=np.float32)
     return (arr > 0).astype(np.float32)
 
 

@@ -315,13 +315,9 @@ def _size_hw(size: Any) -> tuple[int, int] | None:
 
 def load_image(image: Image.Image | str | os.PathLike) -> Image.Image:
     """An RGB PIL image from a PIL image or a path, with an error naming the file if it cannot be read."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    try:
-        with Image.open(image) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {os.fspath(image)!r}: {err}") from err
+    from decovlm.utils.images import load_image as _load  # the shared loader (pixel limit)
+
+    return _load(image)
 
 
 def pad_to_square(image: Image.Image, mean: list[float] | tuple[float, ...]) -> Image.Image:

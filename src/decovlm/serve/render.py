@@ -16,32 +16,29 @@ from PIL import Image
 
 DISPLAY_SIZE = 384  # overlays are shown at least this large (tiny models see 32 px images)
 THUMB_SIZE = 160
+KEPT_SIDE = 1024  # uploads are kept downscaled to this (a 12000 px upload would hold 430 MB)
 GALLERY_QUERIES = 12
 WORD, SELECTED = "word", "selected"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def open_image(path: str | os.PathLike, name: str | None = None) -> Image.Image:
-    """A fully decoded RGB image, or ValueError naming the file when it is not a readable image."""
+    """The image as an RGB copy at most KEPT_SIDE px on its longer side (the model sees 336 px;
+    only the copy is kept in the session), or ValueError naming the file when it cannot be used.
+
+    Reading goes through the shared loader (`decovlm.utils.images`): same pixel limit as training
+    and eval, checked from the header before decoding."""
+    from decovlm.errors import MissingFileError
+    from decovlm.utils.images import ImageError, downscale, load_image
+
     label = name or Path(path).name
     try:
-        with Image.open(path) as img:
-            img.verify()  # catches truncated / corrupt files that open() alone accepts
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-    except FileNotFoundError:
+        img = load_image(path, name=repr(label))
+    except MissingFileError:
         raise ValueError(f"the uploaded file {label!r} is gone; upload it again") from None
-    except Image.DecompressionBombError:
-        raise ValueError(f"{label!r} has too many pixels to be an image this app accepts") from None
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-        # PIL's message names the server-side path; the page shows the user's file name instead
-        detail = str(err).replace(os.fspath(path), label)
-        raise ValueError(
-            f"{label!r} is not an image that can be read ({type(err).__name__}: {detail})"
-        ) from None
-    if min(img.size) < 1:
-        raise ValueError(f"{label!r} is an empty image")
-    return img
+    except ImageError as err:
+        raise ValueError(str(err)) from None
+    return downscale(img, KEPT_SIDE)
 
 
 def display_view(view: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:

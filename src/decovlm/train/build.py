@@ -43,15 +43,17 @@ def build_model(section: ModelSection) -> tuple[Any, Any]:
     from decovlm.modeling import DecoVLMForConditionalGeneration, DecoVLMProcessor
 
     if section.init_from:  # a saved model is a complete spec: it wins over tiny / components
-        path = Path(section.init_from)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model.init_from: no saved model folder at {path}")
+        from decovlm.modeling.loading import check_model_folder
+
+        path = check_model_folder(section.init_from, "model.init_from")
         model = DecoVLMForConditionalGeneration.from_pretrained(
             path, dtype=_dtype(section.dtype), use_kernels=section.use_kernels
         )
         processor = DecoVLMProcessor.from_pretrained(path)
         if model.config.projector != section.projector:
-            raise ValueError(
+            from decovlm.errors import UserError
+
+            raise UserError(
                 f"model.init_from {path} has projector {model.config.projector!r} but model.projector is "
                 f"{section.projector!r}; set model.projector={model.config.projector}"
             )
@@ -119,4 +121,5 @@ def build_dataset(
         max_length=d.max_length,
         strict=d.strict,
         skip_log=SkipLog(path=skip_path),
+        max_image_pixels=d.max_image_pixels,
     )

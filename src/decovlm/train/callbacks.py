@@ -1,20 +1,29 @@
-"""Trainer callbacks: JSONL metrics, checkpoint completion markers, and resume helpers.
+"""Trainer callbacks: JSONL metrics, checkpoint completion markers, rotation and resume helpers.
 
 The HF Trainer writes `checkpoint-N/` in place, so a crash mid-save leaves a folder that looks like
-a checkpoint but is not one. `CheckpointMarker` writes `checkpoint-N/COMPLETE` (atomically, after
+a checkpoint but is not one. `mark_complete` writes `checkpoint-N/COMPLETE` (atomically, after
 every rank has finished writing) and `find_resume_checkpoint` only considers folders that have it.
+
+Rotation (`save_total_limit`) is ours too (`rotate_checkpoints`, called by `DecoTrainer` after the
+marker): the Trainer's own deletes old checkpoints *before* the new one is marked, so a crash in
+between left nothing complete. Ours keeps the newest complete checkpoints, never deletes the
+newest complete one, and removes a folder's marker before its files, so a half-deleted folder is
+never taken for a checkpoint. A resume also checks the optimizer and scheduler state are there
+(`check_resumable`): without them the run would silently continue with a fresh optimizer and
+schedule.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from decovlm.utils.io import append_jsonl, atomic_write_text, read_jsonl
+from decovlm.utils.io import append_jsonl, atomic_write_text, json_line, read_jsonl
 
 COMPLETE = "COMPLETE"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
@@ -43,7 +52,7 @@ class JsonlMetrics(TrainerCallback):
         self.start = time.time()
         if state.is_world_process_zero and state.global_step > 0 and self.path.exists():
             kept = [r for r in read_jsonl(self.path) if r.get("step", 0) <= state.global_step]
-            atomic_write_text(self.path, "".join(_json_line(r) for r in kept))
+            atomic_write_text(self.path, "".join(json_line(r) for r in kept))
 
     def on_log(
         self, args, state, control, logs: dict[str, Any] | None = None, **kwargs: Any
@@ -57,22 +66,87 @@ class JsonlMetrics(TrainerCallback):
         append_jsonl(self.path, record)
 
 
-def _json_line(record: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(record) + "\n"
+def mark_complete(folder: str | Path, step: int, is_main: bool) -> None:
+    """Write `folder/COMPLETE` once every rank has written its part of the checkpoint."""
+    _barrier()
+    folder = Path(folder)
+    if is_main and folder.is_dir() and not (folder / COMPLETE).is_file():
+        atomic_write_text(folder / COMPLETE, f"step {step}\n")
+    _barrier()
 
 
 class CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint folder complete once every rank has written its part."""
+    """Marks a checkpoint folder complete once every rank has written its part (for a plain HF
+    Trainer; `DecoTrainer` marks before rotating, and this is then a no-op)."""
 
     def on_save(self, args, state, control, **kwargs: Any) -> None:
-        _barrier()
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                atomic_write_text(folder / COMPLETE, f"step {state.global_step}\n")
-        _barrier()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        mark_complete(folder, state.global_step, state.is_world_process_zero)
+
+
+def rotate_checkpoints(output_dir: str | Path, limit: int | None, keep: str | None = None) -> None:
+    """Delete checkpoints beyond the newest `limit` complete ones (and incomplete ones older than
+    the newest complete one). `keep` (the best checkpoint) is never deleted."""
+    if limit is None or limit <= 0:
+        return
+    found = list_checkpoints(output_dir)
+    complete = [path for _, path, ok in found if ok]
+    if not complete:
+        return  # nothing to fall back on: delete nothing
+    kept = set(complete[-limit:])
+    newest = max(step for step, _, ok in found if ok)
+    protected = {Path(keep).resolve()} if keep else set()
+    for step, path, ok in found:
+        if path in kept or path.resolve() in protected or (not ok and step > newest):
+            continue  # a newer incomplete folder may be a save still under way
+        # the marker goes first: a crash mid-delete leaves an incomplete folder, never a
+        # "complete" one with files missing
+        (path / COMPLETE).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin")
+SCHEDULER_FILE = "scheduler.pt"
+
+
+def missing_resume_state(checkpoint: str | Path) -> list[str]:
+    """What a checkpoint lacks for an exact resume: trainer state, optimizer, scheduler."""
+    folder = Path(checkpoint)
+    missing = []
+    if not (folder / "trainer_state.json").is_file():
+        missing.append("trainer_state.json")
+    has_optimizer = (
+        any((folder / name).is_file() for name in OPTIMIZER_FILES)
+        or any(folder.glob("rank*-of-*-optimizer.pt"))  # sharded (XLA / FSDP per-rank)
+        or any(p.is_dir() for p in folder.glob("optimizer*"))  # FSDP sharded state dict
+        or any(p.is_dir() for p in folder.glob("global_step*"))  # DeepSpeed: its own folder
+    )
+    if not has_optimizer:
+        missing.append("optimizer state (optimizer.pt)")
+    deepspeed = any(p.is_dir() for p in folder.glob("global_step*"))
+    if not (folder / SCHEDULER_FILE).is_file() and not deepspeed:
+        missing.append(SCHEDULER_FILE)
+    return missing
+
+
+def check_resumable(checkpoint: str | Path, allow_fresh_optimizer: bool = False) -> list[str]:
+    """Raise a UserError when `checkpoint` cannot resume exactly, unless `allow_fresh_optimizer`
+    (training.resume_without_optimizer) says to go on; returns what is missing."""
+    from decovlm.errors import UserError
+
+    missing = missing_resume_state(checkpoint)
+    if "trainer_state.json" in missing:
+        raise UserError(
+            f"{checkpoint} is marked complete but has no trainer_state.json; delete the folder "
+            "to resume from the one before it"
+        )
+    if missing and not allow_fresh_optimizer:
+        raise UserError(
+            f"{checkpoint} has no {' and no '.join(missing)}: resuming would restart the "
+            "optimizer and learning-rate schedule (the run would differ from an uninterrupted "
+            "one); set training.resume_without_optimizer=true to continue anyway"
+        )
+    return missing
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path, bool]]:

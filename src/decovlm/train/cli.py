@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from decovlm.errors import UserError
     from decovlm.train.config import dump_config, list_presets, load_config
     from decovlm.train.engines import EngineUnavailable, check_engine
 
@@ -58,11 +59,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"engine: {check_engine(config)}")
             except EngineUnavailable as err:
                 print(f"engine: not available on this machine: {err}")
+            try:
+                config.check_paths()
+                print("input files: present")
+            except FileNotFoundError as err:
+                print(f"input files: {err}")
             return 0
+        config.check_paths()
         check_engine(config)
-    except (ValueError, FileNotFoundError, EngineUnavailable) as err:
-        print(f"decovlm train: error: {err}")
-        return 2
+    except (ValueError, EngineUnavailable) as err:  # the user's config, overrides or machine
+        raise UserError(str(err)) from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -82,6 +82,9 @@ class DataSection:
     limit: int | None = None  # use only the first N valid records
     sampler: str = "modality_length"  # random | length | modality_length
     num_workers: int = 0
+    # Images with more pixels are skipped as bad records (None: decovlm.utils.images' 64 Mpx
+    # default, or DECOVLM_MAX_IMAGE_PIXELS); the header is checked before decoding.
+    max_image_pixels: int | None = None
 
 
 @dataclass
@@ -133,6 +136,9 @@ class TrainingSection:
     ddp_find_unused_parameters: bool | None = None  # None: true when text-only records exist
     use_cpu: bool = False
     disable_tqdm: bool = False
+    # --resume from a checkpoint without optimizer / scheduler state: refused unless true (the
+    # run would go on with a fresh optimizer and schedule and differ from an uninterrupted one)
+    resume_without_optimizer: bool = False
     lora: LoraSection = field(default_factory=LoraSection)
 
 
@@ -184,6 +190,39 @@ class TrainConfig:
 
         resolve_engine_file(t.deepspeed, "deepspeed")
         resolve_engine_file(t.fsdp_config, "fsdp_config")
+        self._check_projector()
+
+    def _check_projector(self) -> None:
+        # Parse the spec (and its kwargs) now, with stand-in widths, so a bad spec is a one-line
+        # error before any weights are loaded; the real widths are checked again at build time.
+        from decovlm.projectors.registry import make_config
+
+        try:
+            make_config(self.model.projector, 64, 64, **self.model.projector_kwargs)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"model.projector={self.model.projector}: {err}") from None
+
+    def check_paths(self) -> None:
+        """The files a run reads exist (data, align projector, init_from model): fail before loading."""
+        from decovlm.errors import MissingFileError
+
+        data = Path(self.data.path)
+        if not data.is_file():
+            raise MissingFileError(
+                f"data.path: no file {data} (a LLaVA conversation .json list or .jsonl file)"
+            )
+        t = self.training
+        if t.projector_path:
+            proj = Path(t.projector_path)
+            if not (proj.is_file() or (proj / "projector.safetensors").is_file()):
+                raise MissingFileError(
+                    f"training.projector_path: no projector weights at {proj} (the align run's "
+                    "projector.safetensors, or its output folder)"
+                )
+        if self.model.init_from:
+            from decovlm.modeling.loading import check_model_folder
+
+            check_model_folder(self.model.init_from, "model.init_from")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -250,7 +289,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp in (list, dict) or origin in (list, dict):
         base = origin or tp
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ValueError(f"{key}: expected a {base.__name__}, got {value!r}") from None
         if base is list and isinstance(value, str):
             value = [value]
         if not isinstance(value, base):
@@ -297,7 +339,12 @@ def load_yaml_with_inherit(name_or_path: str | Path, _seen: tuple[str, ...] = ()
     path = resolve_preset(name_or_path)
     if str(path) in _seen:
         raise ValueError(f"preset inheritance cycle: {' -> '.join((*_seen, str(path)))}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from decovlm.utils.io import read_text
+
+    try:
+        data = yaml.safe_load(read_text(path)) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a YAML mapping")
     parent = data.pop("inherit", None)
@@ -326,7 +373,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ValueError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        if not all(parts):
+            raise ValueError(f"override {item!r}: {key!r} is not a dotted key like training.seed")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ValueError(
+                f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})"
+            ) from None
         node = data
         for part in parts[:-1]:
             child = node.get(part)
@@ -334,6 +388,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[part]
         node[parts[-1]] = value
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    problem = getattr(err, "problem", None) or str(err).split("\n")[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1} column {mark.column + 1}" if mark else str(problem)
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

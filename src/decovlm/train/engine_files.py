@@ -37,7 +37,9 @@ def resolve_engine_file(value: str | None, what: str) -> str | None:
         # Wheels install as plain files; as_file only copies out of a zip import.
         with as_file(_packaged().joinpath(f"{name}.json")) as real:
             return str(real)
-    raise FileNotFoundError(
+    from decovlm.errors import MissingFileError
+
+    raise MissingFileError(
         f"training.{what}: no file {value!r}; give a path to a JSON file or one of the packaged "
         f"names: {', '.join(list_engine_files())}"
     )

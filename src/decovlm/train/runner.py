@@ -124,10 +124,15 @@ def training_arguments(config: TrainConfig, has_text_only: bool):
 
 
 def skip_summary(path: Path) -> dict[str, Any]:
-    """Unique skipped ids by reason (several ranks / epochs may log the same record)."""
-    seen: dict[str, str] = {}
+    """Unique skipped records by reason (several ranks / epochs may log the same record).
+
+    A record is its position in the data file plus its id, so bad records sharing an id count
+    once each; lines without a position (older logs) fall back to the id.
+    """
+    seen: dict[tuple[Any, str], str] = {}
     for r in read_jsonl(path):
-        seen.setdefault(str(r.get("id")), str(r.get("reason", "")))
+        if isinstance(r, dict):
+            seen.setdefault((r.get("index"), str(r.get("id"))), str(r.get("reason", "")))
     by_reason: dict[str, int] = {}
     for reason in seen.values():
         key = reason.split(":", 1)[0]
@@ -135,7 +140,7 @@ def skip_summary(path: Path) -> dict[str, Any]:
     return {
         "total": len(seen),
         "by_reason": by_reason,
-        "first": [{"id": k, "reason": v} for k, v in list(seen.items())[:20]],
+        "first": [{"id": k[1], "reason": v} for k, v in list(seen.items())[:20]],
     }
 
 
@@ -173,6 +178,12 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         )
     if resume and checkpoint is None:
         logger.warning("--resume: no complete checkpoint in %s, starting from scratch", out)
+    if checkpoint is not None:
+        from decovlm.train.callbacks import check_resumable
+
+        missing = check_resumable(checkpoint, t.resume_without_optimizer)
+        if missing:
+            logger.warning("--resume from %s without %s", checkpoint, ", ".join(missing))
     skip_path = out / "skipped.jsonl"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)

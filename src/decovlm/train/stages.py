@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from decovlm.errors import UserError
 from decovlm.utils.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -160,19 +161,26 @@ def load_projector(model: nn.Module, path: str | Path) -> None:
         raise FileNotFoundError(f"projector weights not found: {path} (training.projector_path)")
     cfg_path = path.parent / PROJECTOR_CONFIG
     if cfg_path.is_file():
-        saved = json.loads(cfg_path.read_text(encoding="utf-8"))
+        from decovlm.utils.io import read_json
+
+        saved = read_json(cfg_path)
+        if not isinstance(saved, dict):
+            raise UserError(f"{cfg_path}: expected a JSON object (the projector's config)")
         if saved.get("projector") != model.config.projector:
-            raise ValueError(
+            raise UserError(
                 f"{path}: the projector was trained as {saved.get('projector')!r} but this run builds "
                 f"{model.config.projector!r} (model.projector)"
             )
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error type for a broken header
+        raise UserError(f"{path}: not a readable safetensors file ({err})") from None
     own = model.projector.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad:
-        raise ValueError(
+        raise UserError(
             f"{path} does not fit this projector: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in bad[:5]]}"
         )

@@ -1,7 +1,12 @@
-"""The HF Trainer with decovlm's samplers (length / modality grouped from cheap length estimates).
+"""The HF Trainer with decovlm's samplers (length / modality grouped from cheap length estimates)
+and crash-safe checkpoint rotation.
 
 The stock Trainer infers lengths by loading every item (every image) before the first step; the
 dataset already carries estimates, so the sampler is built from those instead.
+
+The stock Trainer also rotates checkpoints (`save_total_limit`) right after writing a new one,
+before any callback can mark it complete: a crash there lost the last complete checkpoint. Here a
+save is written with rotation off, marked `COMPLETE`, and only then rotated (`callbacks.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,23 @@ class DecoTrainer(Trainer):
     def __init__(self, *args, sampler_kind: str = "random", **kwargs):
         self.sampler_kind = sampler_kind
         super().__init__(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        from pathlib import Path
+
+        from decovlm.train.callbacks import mark_complete, rotate_checkpoints
+
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # the stock rotation runs before the marker
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        run_dir = Path(self._get_output_dir(trial=trial))
+        step = self.state.global_step
+        mark_complete(run_dir / f"checkpoint-{step}", step, self.args.should_save)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, limit, keep=self.state.best_model_checkpoint)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -83,16 +83,21 @@ def as_percent(scores: dict[str, Any]) -> dict[str, Any]:
 
 def read_jsonl_rows(path: Path) -> list[tuple[int, dict | None, str | None]]:
     """(line number, object or None, error or None) for each non-empty line: bad lines don't stop the load."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
+    from decovlm.utils.io import jsonl_lines, read_text
+
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(jsonl_lines(read_text(path)), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            rows.append((i, None, f"{path.name} line {i}: not valid JSON ({err.msg})"))
+            rows.append(
+                (i, None, f"{path.name} line {i} column {err.colno}: not valid JSON ({err.msg})")
+            )
+            continue
+        except RecursionError:
+            rows.append((i, None, f"{path.name} line {i}: JSON nested too deeply"))
             continue
         if not isinstance(obj, dict):
             rows.append(
@@ -109,6 +114,65 @@ def require(row: dict, keys: tuple[str, ...], where: str) -> str | None:
     return f"{where}: missing field(s) {', '.join(missing)}" if missing else None
 
 
+def _is_text(value: Any) -> bool:
+    # a scalar that reads as text: str or a number (ids are often ints); not a bool or container
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def check_types(
+    row: dict,
+    where: str,
+    paths: tuple[str, ...] = (),
+    text: tuple[str, ...] = (),
+    text_lists: tuple[str, ...] = (),
+) -> str | None:
+    """An error message naming the first field of the wrong type, else None (absent fields pass).
+
+    `paths` must be non-empty strings (image file names), `text` strings or numbers, `text_lists`
+    lists of strings or numbers. Run at read time, so a malformed row is an error item counted
+    wrong, never a TypeError in the middle of an eval.
+    """
+    for key in paths:
+        value = row.get(key)
+        if value is not None and (not isinstance(value, str) or not value or "\0" in value):
+            return f"{where}: {key} must be a file name (a string), got {_show(value)}"
+    for key in text:
+        value = row.get(key)
+        if value is not None and not _is_text(value):
+            return f"{where}: {key} must be a string, got {_show(value)}"
+    for key in text_lists:
+        value = row.get(key)
+        if value is not None and not (isinstance(value, list) and all(_is_text(v) for v in value)):
+            return f"{where}: {key} must be a list of strings, got {_show(value)}"
+    return None
+
+
+def row_id(row: Any, key: str, default: str) -> str:
+    """`row[key]` as a question id when the row is an object and the value reads as text."""
+    value = row.get(key) if isinstance(row, dict) else None
+    return str(value) if _is_text(value) else default
+
+
+def row_error(
+    row: Any,
+    where: str,
+    required: tuple[str, ...] = (),
+    paths: tuple[str, ...] = (),
+    text: tuple[str, ...] = (),
+    text_lists: tuple[str, ...] = (),
+) -> str | None:
+    """Why `row` (a question read from JSON) is malformed, or None: not an object, a required
+    field missing or empty, or a field of the wrong type (see `check_types`)."""
+    if not isinstance(row, dict):
+        return f"{where}: expected an object, got {_show(row)}"
+    return require(row, required, where) or check_types(row, where, paths, text, text_lists)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
 def find_file(data_dir: Path, candidates: list[str], what: str) -> Path:
     """The first of `candidates` (relative to data_dir) that exists, else FileNotFoundError listing them."""
     for name in candidates:
@@ -123,6 +187,9 @@ def resolve_image(data_dir: Path, rel: str, folders: tuple[str, ...] = ("",)) ->
     (the runner reports it as missing)."""
     candidates = [data_dir / f / rel if f else data_dir / rel for f in folders]
     for c in candidates:
-        if c.exists():
-            return str(c)
+        try:
+            if c.exists():
+                return str(c)
+        except (OSError, ValueError):  # a NUL byte or an over-long name: reported as missing
+            break
     return str(candidates[0])

@@ -27,6 +27,8 @@ from decovlm.eval.benchmarks.base import (
     find_file,
     read_json,
     resolve_image,
+    row_error,
+    row_id,
 )
 from decovlm.eval.metrics import (
     choice_accuracy,
@@ -47,8 +49,15 @@ def _cell(row: dict, key: str) -> str:
 
 def _read_tsv(path: Path) -> list[dict]:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 images exceed the default cell limit
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    from decovlm.errors import UserError
+
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except csv.Error as err:
+        raise UserError(f"{path}: not a readable TSV file ({err})") from None
 
 
 def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
@@ -56,7 +65,8 @@ def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalI
     path = find_file(data_dir, [f"{split}.tsv", split], "MMBench TSV")
     rows = _read_tsv(path)
     images = {_cell(r, "index"): _cell(r, "image") for r in rows}
-    indices = [int(r["index"]) for r in rows if _cell(r, "index").lstrip("-").isdigit()]
+    # isdecimal, not isdigit: int() refuses digits such as '²' that isdigit accepts
+    indices = [int(_cell(r, "index")) for r in rows if _cell(r, "index").lstrip("-").isdecimal()]
     has_rotations = any(i >= _ROTATION for i in indices)
     all_rounds = options.get("all_rounds", "auto")
     rotate = (not has_rotations) if all_rounds == "auto" else bool(all_rounds)
@@ -64,7 +74,7 @@ def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalI
     for n, row in enumerate(rows, 2):  # line 1 is the header
         index = _cell(row, "index")
         opts = {k: _cell(row, k) for k in "ABCDE" if _cell(row, k)}
-        if not index.lstrip("-").isdigit() or not _cell(row, "question") or len(opts) < 2:
+        if not index.lstrip("-").isdecimal() or not _cell(row, "question") or len(opts) < 2:
             qid = index or f"line{n}"
             items.append(
                 EvalItem(
@@ -136,14 +146,25 @@ def load_seed(data_dir: Path, split: str | None, options: dict) -> list[EvalItem
     if split not in ("image", "all"):
         raise ValueError(f"--split for seed must be 'image' or 'all', got {split!r}")
     data = read_json(find_file(data_dir, ["SEED-Bench.json"], "SEED-Bench question file"))
+    types = data.get("question_type") if isinstance(data, dict) else None
     type_names = (
-        {v: k for k, v in (data.get("question_type") or {}).items()}
-        if isinstance(data, dict)
+        {v: k for k, v in types.items() if isinstance(v, str | int)}
+        if isinstance(types, dict)
         else {}
     )
+    questions = data.get("questions") if isinstance(data, dict) else None
     items = []
-    for i, q in enumerate(data.get("questions", []) if isinstance(data, dict) else []):
-        qid = str(q.get("question_id", f"row{i}"))
+    for i, q in enumerate(questions if isinstance(questions, list) else []):
+        qid = row_id(q, "question_id", f"row{i}")
+        err = row_error(
+            q,
+            f"question {qid}",
+            text=("question", "data_id", "answer", "question_type_id", "data_type")
+            + tuple(f"choice_{k}" for k in "abcd"),
+        )
+        if err:
+            items.append(EvalItem(qid, "", error=err))
+            continue
         kind = q.get("data_type", "image")
         if kind != "image" and split == "image":
             continue

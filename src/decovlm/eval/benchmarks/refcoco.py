@@ -47,17 +47,80 @@ _IMAGE_DIRS = (
 )
 
 
+# The only globals a refs file may name: plain containers and scalars. REFER's files hold
+# dicts, lists, strings, ints and floats, which pickle stores as opcodes, not globals; anything
+# else (a function, a class, os.system...) is refused, so a data folder cannot run code.
+SAFE_GLOBALS = {
+    ("builtins", name)
+    for name in (
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "str",
+        "bytes",
+        "int",
+        "float",
+        "bool",
+    )
+}
+
+
+class RefsUnpickler(pickle.Unpickler):
+    """A pickle reader that builds only the builtin types in SAFE_GLOBALS."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refuses {module}.{name}: a refs file holds only dicts, lists, strings and numbers"
+        )
+
+
 def _load_refs(path: Path) -> list[dict]:
+    from decovlm.errors import UserError
+
     # REFER's refs are pickles written by Python 2; latin1 is how Python 3 reads their byte strings.
-    with path.open("rb") as f:
-        try:
-            refs = pickle.load(f)
-        except UnicodeDecodeError:
-            f.seek(0)
-            refs = pickle.load(f, encoding="latin1")
+    try:
+        with path.open("rb") as f:
+            try:
+                refs = RefsUnpickler(f).load()
+            except UnicodeDecodeError:
+                f.seek(0)
+                refs = RefsUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
+        raise UserError(f"{path}: not a REFER refs pickle ({type(err).__name__}: {err})") from None
+    except (AttributeError, ImportError, MemoryError, RecursionError) as err:
+        raise UserError(f"{path}: not a REFER refs pickle ({type(err).__name__})") from None
     if not isinstance(refs, list):
-        raise ValueError(f"{path}: expected a list of refs, got {type(refs).__name__}")
+        raise UserError(f"{path}: expected a list of refs, got {type(refs).__name__}")
     return refs
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_box(value) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 4 and all(map(_is_number, value))
+
+
+def _is_size(value) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _key(value):
+    # ids are ints or strings; anything else (a list from a malformed file) matches nothing
+    return value if isinstance(value, int | str) else None
+
+
+def _by_id(inst, section: str) -> dict:
+    """{id: entry} of instances.json's `section`, skipping entries that are not objects with an id."""
+    rows = inst.get(section) if isinstance(inst, dict) else None
+    if not isinstance(rows, list):
+        return {}
+    return {_key(r["id"]): r for r in rows if isinstance(r, dict) and _key(r.get("id")) is not None}
 
 
 def _in_split(ref_split: str, split: str) -> bool:
@@ -78,29 +141,33 @@ def make_loader(dataset: str):
                 data_dir, [f"{dataset}/instances.json", "instances.json"], f"{dataset} instances"
             )
         )
-        anns = {a["id"]: a for a in inst.get("annotations", []) if "id" in a}
-        images = {im["id"]: im for im in inst.get("images", []) if "id" in im}
+        anns = _by_id(inst, "annotations")
+        images = _by_id(inst, "images")
         items = []
         for ref in _load_refs(refs_path):
             if not isinstance(ref, dict) or not _in_split(str(ref.get("split", "")), split):
                 continue
             ref_id = ref.get("ref_id")
-            ann = anns.get(ref.get("ann_id"))
-            img = images.get(ref.get("image_id"))
+            ann = anns.get(_key(ref.get("ann_id")))
+            img = images.get(_key(ref.get("image_id")))
             sentences = ref.get("sentences") or []
             problem = None
             if ann is None or img is None or "bbox" not in ann:
                 problem = f"ref {ref_id}: annotation or image missing from instances.json"
-            elif not sentences:
+            elif not sentences or not isinstance(sentences, list):
                 problem = f"ref {ref_id}: no sentences"
+            elif not _is_box(ann["bbox"]):
+                problem = (
+                    f"ref {ref_id}: bbox must be [x, y, w, h] numbers, got {ann['bbox']!r:.60}"
+                )
+            elif not all(img.get(k) is None or _is_size(img.get(k)) for k in ("width", "height")):
+                problem = f"ref {ref_id}: image {img.get('id')!r} needs numeric width and height"
             if problem:
                 items.append(EvalItem(f"{ref_id}", "", error=problem))
                 continue
-            file_name = (
-                img.get("file_name")
-                or ref.get("file_name")
-                or f"COCO_train2014_{int(img['id']):012d}.jpg"
-            )
+            file_name = img.get("file_name") or ref.get("file_name")
+            if not isinstance(file_name, str):
+                file_name = f"COCO_train2014_{str(img['id']).zfill(12)}.jpg"
             gold = {
                 "box": list(xywh_to_xyxy(ann["bbox"])),
                 "width": img.get("width"),

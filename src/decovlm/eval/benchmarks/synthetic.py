@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from decovlm.eval.benchmarks.base import Benchmark, EvalItem, as_percent, read_jsonl_rows, require
+from decovlm.eval.benchmarks.base import (
+    Benchmark,
+    EvalItem,
+    as_percent,
+    check_types,
+    read_jsonl_rows,
+    require,
+)
 from decovlm.eval.metrics import (
     evalai_normalize,
     extract_option,
@@ -43,7 +50,13 @@ def _options(raw) -> dict[str, str] | None:
 
 
 def _check(row: dict, where: str) -> str | None:
-    err = require(row, ("question_id", "text", "category", "answer"), where)
+    err = require(row, ("question_id", "text", "category", "answer"), where) or check_types(
+        row,
+        where,
+        paths=("image",),
+        text=("question_id", "text", "category", "answer", "pope_split"),
+        text_lists=("answers",),
+    )
     if err:
         return err
     cat = row["category"]

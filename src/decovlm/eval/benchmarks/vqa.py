@@ -23,10 +23,13 @@ from pathlib import Path
 from decovlm.eval.benchmarks.base import (
     Benchmark,
     EvalItem,
+    check_types,
     find_file,
     read_json,
     read_jsonl_rows,
     resolve_image,
+    row_error,
+    row_id,
     short_answer_prompt,
 )
 from decovlm.eval.metrics import (
@@ -51,13 +54,20 @@ def _load_coco_vqa(data_dir: Path, split: str, q_name: str, a_name: str) -> list
     ann_path = data_dir / a_name.format(split=split)
     gold: dict[str, dict] = {}
     if ann_path.is_file():
-        for ann in read_json(ann_path).get("annotations", []):
-            gold[str(ann.get("question_id"))] = ann
+        anns = read_json(ann_path)
+        for ann in _list(anns.get("annotations") if isinstance(anns, dict) else None):
+            if isinstance(ann, dict):
+                gold[row_id(ann, "question_id", "")] = ann
     items = []
-    for i, q in enumerate(questions.get("questions", []) if isinstance(questions, dict) else []):
-        qid = str(q.get("question_id", f"row{i}"))
-        if q.get("question") in (None, "") or q.get("image_id") is None:
-            items.append(EvalItem(qid, "", error=f"question {qid}: missing question or image_id"))
+    for i, q in enumerate(
+        _list(questions.get("questions") if isinstance(questions, dict) else None)
+    ):
+        qid = row_id(q, "question_id", f"row{i}")
+        err = row_error(q, f"question {qid}", ("question", "image_id"), text=("question",))
+        if not err and not str(q["image_id"]).strip().isdecimal():
+            err = f"question {qid}: image_id must be a number, got {q['image_id']!r}"
+        if err:
+            items.append(EvalItem(qid, "", error=err))
             continue
         rel = f"COCO_{split}_{int(q['image_id']):012d}.jpg"
         ann = gold.get(qid)
@@ -71,6 +81,10 @@ def _load_coco_vqa(data_dir: Path, split: str, q_name: str, a_name: str) -> list
             )
         )
     return items
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 def load_vqav2(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]:
@@ -110,10 +124,18 @@ def load_textvqa(data_dir: Path, split: str | None, options: dict) -> list[EvalI
                 )
                 llava_prompts[key] = str(row["text"])
     items = []
-    for i, rec in enumerate(records):
-        qid = str(rec.get("question_id", f"row{i}"))
-        if not rec.get("question") or not rec.get("image_id"):
-            items.append(EvalItem(qid, "", error=f"question {qid}: missing question or image_id"))
+    for i, rec in enumerate(_list(records)):
+        qid = row_id(rec, "question_id", f"row{i}")
+        err = row_error(
+            rec,
+            f"question {qid}",
+            ("question", "image_id"),
+            paths=("image_id",),
+            text=("question",),
+            text_lists=("ocr_tokens",),
+        )
+        if err:
+            items.append(EvalItem(qid, "", error=err))
             continue
         prompt = llava_prompts.get((str(rec["image_id"]), str(rec["question"]).strip().lower()))
         if prompt is None:
@@ -144,9 +166,12 @@ def load_vizwiz(data_dir: Path, split: str | None, options: dict) -> list[EvalIt
     )
     items = []
     for i, rec in enumerate(records if isinstance(records, list) else []):
-        qid = str(rec.get("image", f"row{i}"))
-        if not rec.get("question") or not rec.get("image"):
-            items.append(EvalItem(qid, "", error=f"row {i}: missing question or image"))
+        qid = row_id(rec, "image", f"row{i}")
+        err = row_error(
+            rec, f"row {i}", ("question", "image"), paths=("image",), text=("question",)
+        )
+        if err:
+            items.append(EvalItem(qid, "", error=err))
             continue
         items.append(
             EvalItem(
@@ -207,10 +232,10 @@ def load_gqa(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]
     )
     items = []
     for qid, q in questions.items() if isinstance(questions, dict) else []:
-        if not isinstance(q, dict) or not q.get("question") or not q.get("imageId"):
-            items.append(
-                EvalItem(str(qid), "", error=f"question {qid}: missing question or imageId")
-            )
+        err = row_error(q, f"question {qid}", ("question", "imageId"), paths=("imageId",))
+        err = err or check_types(q, f"question {qid}", text=("question", "answer"))
+        if err:
+            items.append(EvalItem(str(qid), "", error=err))
             continue
         items.append(
             EvalItem(
@@ -218,7 +243,11 @@ def load_gqa(data_dir: Path, split: str | None, options: dict) -> list[EvalItem]
                 short_answer_prompt(q["question"]),
                 image=resolve_image(data_dir, f"{q['imageId']}.jpg", ("images", "")),
                 gold=q.get("answer"),
-                meta={"type": (q.get("types") or {}).get("structural")},
+                meta={
+                    "type": q["types"].get("structural")
+                    if isinstance(q.get("types"), dict)
+                    else None
+                },
             )
         )
     return items

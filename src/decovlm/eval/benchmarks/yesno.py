@@ -18,6 +18,7 @@ from decovlm.eval.benchmarks.base import (
     Benchmark,
     EvalItem,
     as_percent,
+    check_types,
     read_jsonl_rows,
     require,
     resolve_image,
@@ -50,7 +51,12 @@ def load_pope(data_dir: Path, split: str | None, options: dict) -> list[EvalItem
             )
         for line, row, err in read_jsonl_rows(path):
             qid = f"{s}/{row.get('question_id', f'line{line}')}" if row else f"{s}/line{line}"
-            err = err or require(row, ("image", "text", "label"), f"{path.name} line {line}")
+            where = f"{path.name} line {line}"
+            err = (
+                err
+                or require(row, ("image", "text", "label"), where)
+                or check_types(row, where, paths=("image",), text=("text", "label"))
+            )
             label = str(row.get("label", "")).strip().lower() if row else ""
             if not err and label not in ("yes", "no"):
                 err = f"{path.name} line {line}: label must be yes/no, got {row.get('label')!r}"
