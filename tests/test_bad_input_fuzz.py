@@ -141,7 +141,7 @@ def test_benchmark_rows_of_any_shape_are_items(rows, answer):
 @given(text=st.text(max_size=60) | st.none())
 def test_answer_parsers_take_any_text(text):
     parse_box(text)
-    parse_box(text, strict=True)
+    parse_box(text, mode="strict")
     parse_yes_no_llava(text)
     extract_option(text, {"A": "red", "B": "blue"})
     if text is not None:

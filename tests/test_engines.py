@@ -142,9 +142,10 @@ def test_cli_refusal_is_one_line(cuda, capsys):
 
     cuda(False)
     rc = main(["train", "tiny_noalign", "data.path=unused.json", *FSDP])
-    out = capsys.readouterr().out
+    err = capsys.readouterr().err
     assert rc == 2
-    assert out.startswith("decovlm train: error: training.fsdp=") and "needs CUDA GPUs" in out
+    assert err.startswith("decovlm train: error: training.fsdp=") and "needs CUDA GPUs" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

@@ -145,7 +145,11 @@ def test_predict_batches_agree_with_eval_at_batch_size_one(saved, images, tmp_pa
     assert read_jsonl(tmp_path / "a.jsonl")[0]["answer"] == expected[0]
 
 
-def test_predict_input_errors_are_one_line(saved, tmp_path):
+def test_predict_input_errors_are_one_line(saved, tmp_path, capsys):
     _, _, path = saved
-    with pytest.raises(FileNotFoundError, match="--input"):
-        main(["predict", "--model", str(path), "--input", str(tmp_path / "no.jsonl"), "--out", "x"])
+    rc = main(
+        ["predict", "--model", str(path), "--input", str(tmp_path / "no.jsonl"), "--out", "x"]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("decovlm predict: error: --input: no file") and len(err.splitlines()) == 1

@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
             except FileNotFoundError as err:
                 print(f"input files: {err}")
             return 0
-        config.check_paths()
         check_engine(config)
+        config.check_paths()
     except (ValueError, EngineUnavailable) as err:  # the user's config, overrides or machine
         raise UserError(str(err)) from None
     logging.basicConfig(

@@ -113,7 +113,7 @@ def load_mmbench(data_dir: Path, split: str | None, options: dict) -> list[EvalI
 def _row_group(question_id: str) -> str | None:
     """The CircularEval question a malformed row belongs to ("1000005" and "5#dup2" -> "5")."""
     head = question_id.split("#", 1)[0].split("@", 1)[0]
-    return str(int(head) % _ROTATION) if head.lstrip("-").isdigit() else None
+    return str(int(head) % _ROTATION) if head.lstrip("-").isdecimal() else None
 
 
 def score_mmbench(items: list[EvalItem], answers: dict[str, str | None], options: dict) -> dict:
