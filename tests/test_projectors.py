@@ -15,7 +15,6 @@ from decovlm.projectors import (
     families,
     parse_spec,
 )
-from decovlm.projectors import cli as projectors_cli
 from decovlm.projectors.pixelshuffle import space_to_depth
 
 DV, DL = 32, 48
@@ -303,12 +302,12 @@ def test_pixelshuffle_mapping_is_block_membership():
 
 # -- the CLI ----------------------------------------------------------------------------------
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    import argparse
+    """`decovlm projectors ...` through the CLI's entry point: (exit code, stdout + stderr)."""
+    from decovlm.cli import main
 
-    parser = argparse.ArgumentParser()
-    projectors_cli.add_arguments(parser)
-    rc = projectors_cli.run(parser.parse_args(list(argv)))
-    return rc, capsys.readouterr().out
+    rc = main(["projectors", *argv])
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
 
 
 def test_cli_lists_every_example_at_paper_size(capsys):

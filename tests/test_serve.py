@@ -311,10 +311,13 @@ def test_cli_defaults_and_errors(tmp_path, capsys):
     cli.add_arguments(parser)
     args = parser.parse_args(["--model", str(tmp_path / "missing")])
     assert (args.host, args.port, args.max_file_size) == ("127.0.0.1", 7860, "10mb")
-    assert cli.run(args) == 2
-    assert "is not a folder with a saved decovlm model" in capsys.readouterr().err
-    args = parser.parse_args(["--model", str(tmp_path), "--port", "0"])
-    assert cli.run(args) == 2 and "--port" in capsys.readouterr().err
+    from decovlm.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a folder with a saved decovlm model" in err and len(err.splitlines()) == 1
+    assert main(["serve", "--model", str(tmp_path), "--port", "0"]) == 2
+    assert "--port" in capsys.readouterr().err
 
 
 class _SlowExplorer(Explorer):

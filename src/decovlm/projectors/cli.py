@@ -69,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
         rows = [
             describe(s, args.vision_dim, args.llm_dim, grid) for s in (args.spec or example_specs())
         ]
-    except ValueError as err:
-        print(f"decovlm projectors: {err}")
-        return 2
+    except ValueError as err:  # a bad --grid or spec: one line from the CLI's error boundary
+        from decovlm.errors import UserError
+
+        raise UserError(str(err)) from None
     # Asking for a spec that cannot run on this grid is an error; the default listing is not.
     rc = 1 if args.spec and any(r["error"] for r in rows) else 0
     if args.json:

@@ -82,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
         )
         paths = [args.model] + ([args.compare] if args.compare else [])
         explorers = [load_explorer(p, **common) for p in paths]
-    except (FileNotFoundError, ValueError) as err:
-        print(f"decovlm serve: error: {err}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as err:  # a bad --model / --compare / setting
+        from decovlm.errors import UserError
+
+        raise UserError(str(err)) from None
     if len(explorers) == 2 and explorers[0].name == explorers[1].name:
         explorers[0].name, explorers[1].name = "A: " + explorers[0].name, "B: " + explorers[1].name
     examples = find_examples([args.examples] if args.examples else paths)
