@@ -105,20 +105,30 @@ def _train_config(
 
 
 def train_and_evaluate(
-    cfg: DemoConfig, spec: str, seed: int, files, backbones, swapped_data: Path, device: str, log
+    cfg: DemoConfig,
+    spec: str,
+    seed: int,
+    files,
+    backbones,
+    swapped_data: Path,
+    device: str,
+    log,
+    curve_data: Path | None = None,
 ) -> dict:
     """Two-stage training of one projector with one seed, then the held-out scores. Cached.
 
-    `swapped_data`: the held-out questions paired with other scenes' images (`demo.swapped`).
+    `swapped_data`: the held-out questions paired with other scenes' images (`demo.swapped`);
+    `curve_data`: the questions scored along the finetune stage (`demo.convergence`).
     """
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.demo.stats import question_outcomes
     from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
     from decovlm.train import train
 
     b = cfg.budget
     run_dir = Path(cfg.out_dir) / "runs" / spec / f"seed{seed}"
     stamp = settings_hash({"budget": asdict(b), "spec": spec, "seed": seed, "world": cfg.world_seed,
-                           "backbones": str(backbones.llm), "device": device, "v": 3})  # fmt: skip
+                           "backbones": str(backbones.llm), "device": device, "v": 4})  # fmt: skip
     cached = _cached(run_dir, stamp)
     if cached is not None:
         log(f"{spec} seed {seed}: reusing {run_dir}")
@@ -129,7 +139,7 @@ def train_and_evaluate(
                     resume=True)  # fmt: skip
     align_time = time.perf_counter() - start
     log(f"{spec} seed {seed}: finetune stage ({b.finetune_steps} steps, projector + LLM)")
-    curve = CurveCallback(run_dir / "curve", files.root, b, device)
+    curve = CurveCallback(run_dir / "curve", curve_data or files.root, b, device)
     start = time.perf_counter()
     tuned = train(
         _train_config(cfg, spec, seed, "finetune", files.finetune, run_dir / "finetune", device, backbones,
@@ -158,6 +168,9 @@ def train_and_evaluate(
         "scores": scores,
         "swapped_scores": swapped,
         "curve": curve.points,
+        # Per-question right/wrong, for the paired bootstrap intervals of the report (demo.stats).
+        "outcomes": question_outcomes(files.root, run_dir / "eval"),
+        "swapped_outcomes": question_outcomes(swapped_data, run_dir / "eval_swapped"),
         "train_seconds": align_time + finetune_time,
         "align_seconds": align_time,
         "finetune_seconds": finetune_time,
@@ -212,7 +225,7 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     """Run (or resume) the whole comparison and write REPORT.md / report.json; returns the report."""
     from decovlm.demo.figure import draw_paper_figure
     from decovlm.demo.report import build_report, write_report
-    from decovlm.demo.swapped import write_swapped_questions
+    from decovlm.demo.swapped import write_curve_questions, write_swapped_questions
 
     log = log or _timed_log(time.perf_counter())
     out = Path(cfg.out_dir)
@@ -225,8 +238,9 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     started = time.perf_counter()
     files, backbones = prepare_world(cfg, out, device, log)
     swapped_data = write_swapped_questions(files.root, out / "swapped_data")
+    curve_data = write_curve_questions(files.root, out / "curve_data", cfg.budget.curve_questions)
     results = [
-        train_and_evaluate(cfg, spec, seed, files, backbones, swapped_data, device, log)
+        train_and_evaluate(cfg, spec, seed, files, backbones, swapped_data, device, log, curve_data)
         for spec in cfg.projectors
         for seed in range(cfg.seeds)
     ]
