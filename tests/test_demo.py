@@ -125,3 +125,32 @@ def test_budget_overrides_are_typed_like_the_budget():
     assert overrides == {"finetune_steps": 3000, "finetune_lr": 1e-3, "eval_questions": None}
     budget = DemoConfig(budget_overrides=overrides).budget
     assert (budget.finetune_steps, budget.finetune_lr, budget.train_scenes) == (3000, 1e-3, 8000)
+
+
+def test_gpu_preset_resolves_and_is_chosen_only_with_cuda(monkeypatch):
+    from decovlm.demo import config
+    from decovlm.demo.cli import parse_budget
+    from decovlm.projectors import parse_spec
+    from decovlm.world.backbones import BUDGETS as BACKBONES
+
+    monkeypatch.setattr(config, "cuda_available", lambda: False)
+    assert DemoConfig().preset_name == "default" and DemoConfig().n_seeds == 1
+    monkeypatch.setattr(config, "cuda_available", lambda: True)
+    assert DemoConfig().preset_name == "gpu"
+    assert DemoConfig(device="cpu").preset_name == "default"  # CUDA present, CPU asked for
+    assert DemoConfig(preset="default").preset_name == "default"  # overridable
+    assert DemoConfig(quick=True).preset_name == "quick"
+    monkeypatch.setattr(config, "cuda_available", lambda: False)
+    gpu = DemoConfig(preset="gpu")  # resolves on a CPU machine without running anything
+    assert gpu.n_seeds >= 3 and DemoConfig(preset="gpu", seeds=1).n_seeds == 1
+    assert gpu.projectors == [
+        "mlp2x_gelu", "avgpool2_16", "qformer2_16", "maxpool2_16", "cabstractor_16",
+        "avgpool2_4", "qformer2_4", "maxpool2_4", "cabstractor_4",
+    ]  # fmt: skip
+    for spec in gpu.projectors:
+        parse_spec(spec)
+    assert gpu.budget.backbones in BACKBONES and BACKBONES["gpu"]["vision"].geometry_weight > 0
+    overrides = parse_budget(["gpu", "finetune_steps=10"])
+    assert overrides == {"_preset": "gpu", "finetune_steps": 10}
+    with pytest.raises(ValueError, match="preset 'tpu'"):
+        _ = DemoConfig(preset="tpu").budget

@@ -41,7 +41,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
     import torch
 
     from decovlm.world import generate_world, prepare_backbones
-    from decovlm.world.scene import WORLD_VERSION
+    from decovlm.world.scene import WORLD_VERSION, WorldConfig
     from decovlm.world.writer import WorldFiles
 
     b = cfg.budget
@@ -53,6 +53,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
             "seed": cfg.world_seed,
             "v": 1,
             "world_version": WORLD_VERSION,
+            **({"grid": b.position_grid} if b.position_grid else {}),
         }
     )
     stamp_file = world_dir / "demo_stamp.json"
@@ -66,8 +67,9 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
     else:
         log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
         files = generate_world(
-            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed
-        )
+            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed,
+            config=WorldConfig(position_grid=b.position_grid),
+        )  # fmt: skip
         atomic_write_json(stamp_file, {"stamp": stamp})
     log(f"backbones: tokenizer, vision encoder and LM ({b.backbones} budget)")
     # The demo has the machine to itself: the backbones use the same threads as the MLLM stages
@@ -242,7 +244,7 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     results = [
         train_and_evaluate(cfg, spec, seed, files, backbones, swapped_data, device, log, curve_data)
         for spec in cfg.projectors
-        for seed in range(cfg.seeds)
+        for seed in range(cfg.n_seeds)
     ]
     relevance = relevance_scores(cfg, results, files, device, log)
     log("figures: relevance maps of a fixed example")

@@ -117,7 +117,13 @@ def build_report(cfg, results, relevance, files, backbones, figure: dict, second
     _score_intervals(rows, results, categories)
     checked, conv = check_claims(results, relevance, categories, chance, cfg.tokens, cfg.quick)
     return {
-        "settings": {**asdict(cfg), "budget": asdict(cfg.budget), "projectors": cfg.projectors},
+        "settings": {
+            **asdict(cfg),
+            "seeds": cfg.n_seeds,
+            "preset": cfg.preset_name,
+            "budget": asdict(cfg.budget),
+            "projectors": cfg.projectors,
+        },  # fmt: skip
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "total_seconds": seconds,
         "backbones": backbones.metrics,
