@@ -43,7 +43,7 @@ class Budget:
 BUDGETS = {
     "default": Budget(train_scenes=8000, eval_scenes=60, backbones="default", align_steps=150,
                       finetune_steps=1200, batch_size=16, align_lr=2e-3, finetune_lr=5e-4,
-                      curve_points=6, curve_questions=100, eval_questions=None, relevance_cases=24),
+                      curve_points=6, curve_questions=80, eval_questions=None, relevance_cases=24),
     "quick": Budget(train_scenes=150, eval_scenes=12, backbones="quick", align_steps=10,
                     finetune_steps=24, batch_size=8, align_lr=2e-3, finetune_lr=5e-4,
                     curve_points=2, curve_questions=12, eval_questions=40, relevance_cases=4),
