@@ -137,6 +137,29 @@ def _caveat(report: dict) -> list[str]:
     ]
 
 
+def _precision(report: dict) -> list[str]:
+    """How many held-out questions the intervals rest on, and how wide they came out."""
+    counts = next((r["ci"]["n"] for r in report["rows"] if r.get("ci")), None)
+    if not counts:
+        return []
+    widths = sorted(
+        (c["interval"]["high"] - c["interval"]["low"]) / 2
+        for c in report["claims"]
+        if "beats the Q-Former" in c["claim"] and (c.get("interval") or {}).get("low") is not None
+    )
+    width = (
+        f" In this run a group difference is known to ±{widths[len(widths) // 2]:.1f} points."
+        if widths
+        else ""
+    )
+    return [
+        f"Held-out questions: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} in "
+        "all). A paired difference on 60 questions of one category is known to roughly ±10 points; four "
+        f"times the scenes (`--budget eval_scenes=240`) halve that.{width}",
+        "",
+    ]
+
+
 def _convergence_lines(report: dict) -> list[str]:
     table = convergence_table(report)
     if table is None:
@@ -182,6 +205,7 @@ def report_markdown(report: dict, out: Path) -> str:
         "interval of the difference (over the held-out questions, paired; over seeds when there are several) "
         "excludes zero; **not held** when the interval lies on the other side; **inconclusive** otherwise.",
         "",
+        *_precision(report),
         *(
             f"- **{c['verdict']}**: {c['claim']} ({c['evidence']})"
             + (f" - {c['reason']}" if c.get("reason") else "")
