@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from decovlm.demo.claims import check_claims, decide
 from decovlm.demo.stats import (
@@ -200,3 +202,22 @@ def test_curve_questions_take_every_category_in_turn(tmp_path):
         "vqa2",
     ]
     assert all(r["image"].startswith(str(tmp_path.resolve())) for r in picked)
+
+
+@settings(max_examples=15, deadline=None)
+@given(rates=st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4), seed=st.integers(0, 10_000))
+def test_no_claim_is_held_when_the_image_was_not_read(rates, seed):
+    """Whatever the compressive projectors score, a model that ignores the image concludes nothing."""
+    same = _outcomes(rates[0], seed)
+    results = [
+        _run("mlp2x_gelu", same, dict(same), tokens=64),
+        _run(
+            "avgpool2_16", _outcomes(rates[1], seed + 1), _outcomes(rates[2], seed + 2), params=10
+        ),
+        _run("qformer2_16", _outcomes(rates[3], seed + 3), _outcomes(0.5, seed + 4), params=10_000),
+    ]
+    claims = _verdicts(results, relevance={
+        spec: {"summary": {"energy": e, "pointing": 0.5}, "cases": [{"case_id": "c", "energy": e}]}
+        for spec, e in (("avgpool2_16", 0.9), ("qformer2_16", 0.1))
+    })  # fmt: skip
+    assert all(c["verdict"] != "held" for c in claims.values())
