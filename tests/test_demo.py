@@ -8,11 +8,14 @@ from decovlm.cli import main as cli_main
 from decovlm.demo.config import DemoConfig
 from decovlm.demo.report import curve_auc
 
+GROUNDING = ["--budget", "grounding_steps=3"]
+
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert cli_main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    # With a tiny grounding stage, so the per-task-group path (the gpu preset's) runs too.
+    assert cli_main(["demo", "--quick", "--out", str(out), "--device", "cpu", *GROUNDING]) == 0
     return out
 
 
@@ -41,6 +44,13 @@ def test_quick_demo_writes_every_section(quick_demo):
     assert "**Quick run:**" in report_md and "checks the plumbing" in report_md
     assert report["convergence"]["curve_steps"][0] == 0
     assert all("outcomes" in p for p in report["runs"][0]["curve"])
+    # Localization came from the box-only model, scored on the same questions with both images.
+    for r in report["runs"]:
+        g = r["grounding"]
+        assert g["steps"] == 3 and g["eval"]["outcomes"] and g["eval_swapped"]["outcomes"]
+        assert set(g["eval"]["outcomes"]) <= set(r["outcomes"])
+        assert r["scores"]["localization"] == g["eval"]["scores"]["localization"]
+    assert "box questions alone" in report_md
     assert set(report["relevance"]) == set(specs)
     # Each run kept its curve (accuracy against step), answers and training metrics.
     run = quick_demo / "runs" / "avgpool2_16" / "seed0"
@@ -59,7 +69,9 @@ def test_quick_demo_writes_every_section(quick_demo):
 
 def test_rerun_reuses_finished_work(quick_demo, capsys):
     before = (quick_demo / "runs" / "mlp2x_gelu" / "seed0" / "result.json").stat().st_mtime
-    assert cli_main(["demo", "--quick", "--out", str(quick_demo), "--device", "cpu"]) == 0
+    assert (
+        cli_main(["demo", "--quick", "--out", str(quick_demo), "--device", "cpu", *GROUNDING]) == 0
+    )
     printed = capsys.readouterr().out
     assert "mlp2x_gelu seed 0: reusing" in printed and "world: reusing" in printed
     assert (quick_demo / "runs" / "mlp2x_gelu" / "seed0" / "result.json").stat().st_mtime == before

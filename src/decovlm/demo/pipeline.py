@@ -51,7 +51,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
             "train": b.train_scenes,
             "eval": b.eval_scenes,
             "seed": cfg.world_seed,
-            "v": 1,
+            "v": 2,
             "world_version": WORLD_VERSION,
             **({"grid": b.position_grid} if b.position_grid else {}),
         }
@@ -63,6 +63,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
             root=world_dir, align=world_dir / "align.json", finetune=world_dir / "finetune.json",
             questions=world_dir / "eval" / "questions.jsonl",
             relevance_cases=world_dir / "eval" / "relevance_cases.jsonl", world_json=world_dir / "world.json",
+            grounding=world_dir / "grounding.json",
         )  # fmt: skip
     else:
         log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
@@ -82,7 +83,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
 
 
 def _train_config(
-    cfg, spec, seed, stage, data_path, out_dir, device, backbones, projector_path=None
+    cfg, spec, seed, stage, data_path, out_dir, device, backbones, projector_path=None, steps=None
 ):
     from decovlm.train.config import DataSection, ModelSection, TrainConfig, TrainingSection
 
@@ -96,7 +97,7 @@ def _train_config(
                          sampler="random" if align else "length"),
         training=TrainingSection(
             stage=stage, output_dir=str(out_dir), projector_path=str(projector_path) if projector_path else None,
-            max_steps=b.align_steps if align else b.finetune_steps,
+            max_steps=steps or (b.align_steps if align else b.finetune_steps),
             learning_rate=b.align_lr if align else b.finetune_lr,
             global_batch_size=b.batch_size, per_device_batch_size=b.batch_size, weight_decay=0.0,
             warmup_ratio=0.03, precision="fp32" if device == "cpu" else "bf16", gradient_checkpointing=False,
@@ -159,6 +160,23 @@ def train_and_evaluate(
         generate, swapped_data, run_dir / "eval_swapped", limit=b.eval_questions
     )
     steps = b.align_steps + b.finetune_steps
+    outcomes = question_outcomes(files.root, run_dir / "eval")
+    swapped_outcomes = question_outcomes(swapped_data, run_dir / "eval_swapped")
+    grounding = None
+    if b.grounding_steps and files.grounding:
+        grounding = _grounding_stage(cfg, spec, seed, files, backbones, swapped_data, device, log,
+                                     run_dir, aligned.projector_path, set(outcomes))  # fmt: skip
+        for key, own in (("eval", scores), ("eval_swapped", swapped)):
+            own["localization"] = grounding[key]["scores"].get(
+                "localization", own.get("localization")
+            )
+        outcomes.update(grounding["eval"]["outcomes"])
+        swapped_outcomes.update(grounding["eval_swapped"]["outcomes"])
+        for own, table in ((scores, outcomes), (swapped, swapped_outcomes)):
+            own["overall"] = {
+                "accuracy": 100 * sum(table.values()) / max(1, len(table)),
+                "n": len(table),
+            }
     result = {
         "stamp": stamp,
         "spec": spec,
@@ -171,8 +189,9 @@ def train_and_evaluate(
         "swapped_scores": swapped,
         "curve": curve.points,
         # Per-question right/wrong, for the paired bootstrap intervals of the report (demo.stats).
-        "outcomes": question_outcomes(files.root, run_dir / "eval"),
-        "swapped_outcomes": question_outcomes(swapped_data, run_dir / "eval_swapped"),
+        "outcomes": outcomes,
+        "swapped_outcomes": swapped_outcomes,
+        "grounding": grounding,
         "train_seconds": align_time + finetune_time,
         "align_seconds": align_time,
         "finetune_seconds": finetune_time,
@@ -182,6 +201,43 @@ def train_and_evaluate(
     }
     atomic_write_json(run_dir / RESULT, result)
     return result
+
+
+def _grounding_stage(
+    cfg, spec, seed, files, backbones, swapped_data, device, log, run_dir, projector_path, ids
+) -> dict:
+    """A box-only finetune from the aligned projector; its localization scores (own and swapped image)."""
+    from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.demo.stats import question_outcomes
+    from decovlm.demo.swapped import write_category_questions
+    from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
+    from decovlm.train import train
+
+    b = cfg.budget
+    log(f"{spec} seed {seed}: grounding stage ({b.grounding_steps} steps on box questions alone)")
+    start = time.perf_counter()
+    tuned = train(
+        _train_config(cfg, spec, seed, "finetune", files.grounding, run_dir / "grounding", device,
+                      backbones, projector_path=projector_path, steps=b.grounding_steps),
+        resume=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
+    processor = DecoVLMProcessor.from_pretrained(tuned.model_path)
+    generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=b.max_new_tokens)
+    out: dict = {
+        "model_path": str(tuned.model_path),
+        "steps": b.grounding_steps,
+        "seconds": seconds,
+    }
+    for key, source in (("eval", files.root), ("eval_swapped", swapped_data)):
+        data = write_category_questions(
+            source, run_dir / f"grounding_{key}_data", ["localization"], ids
+        )
+        answers = run_dir / f"grounding_{key}"
+        out[key] = {"scores": evaluate_synthetic(generate, data, answers),
+                    "outcomes": question_outcomes(data, answers)}  # fmt: skip
+    return out
 
 
 def _last_loss(metrics: list[dict]) -> float | None:

@@ -67,3 +67,24 @@ def write_curve_questions(world_root: str | Path, out_dir: str | Path, total: in
     ]
     atomic_write_text(out_dir / QUESTIONS, "\n".join(lines) + "\n")
     return out_dir
+
+
+def write_category_questions(
+    world_root: str | Path, out_dir: str | Path, categories: list[str], ids: set[str] | None = None
+) -> Path:
+    """Write `out_dir`/eval/questions.jsonl: the questions of `categories` (and, given, of `ids`) only.
+
+    Image paths become absolute, so `out_dir` works as `--data` for the runner. Returns `out_dir`.
+    """
+    world_root, out_dir = Path(world_root).resolve(), Path(out_dir)
+    rows = [
+        r
+        for r in read_jsonl(world_root / QUESTIONS)
+        if r.get("category") in categories and (ids is None or str(r.get("question_id")) in ids)
+    ]
+    lines = [
+        json.dumps({**r, "image": str(world_root / r["image"])} if r.get("image") else r)
+        for r in rows
+    ]
+    atomic_write_text(out_dir / QUESTIONS, "\n".join(lines) + "\n")
+    return out_dir

@@ -196,7 +196,14 @@ def report_markdown(report: dict, out: Path) -> str:
         f"same seed(s) ({s['seeds']}), same budget: align {b['align_steps']} steps (projector only) then "
         f"finetune {b['finetune_steps']} steps (projector + LLM), batch {b['batch_size']}. "
         f"World: {b['train_scenes']} training scenes, {b['eval_scenes']} held-out scenes. "
-        f"Total time {report['total_seconds'] / 60:.1f} min on {report['machine']}.",
+        f"Total time {report['total_seconds'] / 60:.1f} min on {report['machine']}."
+        + (
+            f" Localization is scored on a second model per projector: the same aligned projector finetuned "
+            f"{b['grounding_steps']} steps on box questions alone (a stage per task group; in the mix boxes "
+            "are not learned)."
+            if b.get("grounding_steps")
+            else ""
+        ),
         "",
         "## Which of the paper's claims held in this run",
         "",
