@@ -123,7 +123,7 @@ class Bootstrap:
             self.counts[cat] = len(cat_q)
             idx = rng.integers(0, len(cat_q), size=(draws, len(cat_q)))
             for name in names:
-                table = np.array([[runs[q] for q in cat_q] for runs in tables[name]], float)
+                table = np.array([[runs[q] for q in cat_q] for runs in tables[name]], np.float32)
                 self.point[name][cat] = 100 * float(table.mean())
                 per_seed = table[:, idx].mean(axis=2)  # (seeds, draws)
                 if seed_idx is not None and len(table) == seeds:
