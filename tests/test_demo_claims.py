@@ -221,3 +221,20 @@ def test_no_claim_is_held_when_the_image_was_not_read(rates, seed):
         for spec, e in (("avgpool2_16", 0.9), ("qformer2_16", 0.1))
     })  # fmt: skip
     assert all(c["verdict"] != "held" for c in claims.values())
+
+
+def test_extra_projectors_and_a_second_token_count_are_compared_with_deco():
+    results = _runs()
+    results += [
+        _run("cabstractor_16", _outcomes(0.4, 7), _outcomes(0.3, 8)),
+        _run("avgpool2_4", dict(results[1]["outcomes"]), _outcomes(0.3, 9), tokens=4),
+    ]
+    claims = _verdicts(results)
+    assert (
+        claims["DeCo beats cabstractor_16 at the same 16 tokens (overall accuracy)"]["verdict"]
+        == "held"
+    )
+    fewer = next(
+        c for k, c in claims.items() if k.startswith("DeCo keeps its accuracy with 4 instead of 16")
+    )
+    assert fewer["verdict"] == "held" and fewer["interval"]["estimate"] == 0.0

@@ -282,4 +282,26 @@ def check_claims(
             f"{first[full]['visual_tokens']} visual tokens (not worse by more than {KEEP_MARGIN:g} points)", iv,
             f"overall {a.estimate:.1f} vs {b.estimate:.1f}; difference {iv.text()}",
             sane=_needs(learned, None), quick=quick, margin=-KEEP_MARGIN))  # fmt: skip
+    if boot is not None and deco in specs:
+        out += _extra_comparisons(boot, [s for s in own if s not in (full, deco, qformer)], deco, tokens,
+                                  learned, quick)  # fmt: skip
     return out, conv
+
+
+def _extra_comparisons(boot, others, deco, tokens, learned, quick) -> list[dict]:
+    """DeCo against every other compressive projector at the same M, and DeCo at other token counts."""
+    out = []
+    for spec in others:
+        iv, a, b = boot.diff(deco, spec), boot.score(deco), boot.score(spec)
+        if spec.endswith(f"_{tokens}"):
+            out.append(_claim(f"DeCo beats {spec} at the same {tokens} tokens (overall accuracy)", iv,
+                              f"overall {a.estimate:.1f} vs {b.estimate:.1f}; difference {iv.text()}",
+                              sane=_needs(learned, None), quick=quick))  # fmt: skip
+        elif spec.startswith("avgpool2_"):  # the token-count trade-off, same projector
+            iv = boot.diff(spec, deco)
+            out.append(_claim(
+                f"DeCo keeps its accuracy with {spec.split('_')[-1]} instead of {tokens} tokens (not worse by "
+                f"more than {KEEP_MARGIN:g} points)", iv,
+                f"overall {b.estimate:.1f} vs {a.estimate:.1f}; difference {iv.text()}",
+                sane=_needs(learned, None), quick=quick, margin=-KEEP_MARGIN))  # fmt: skip
+    return out
