@@ -124,8 +124,8 @@ class Bootstrap:
             idx = rng.integers(0, len(cat_q), size=(draws, len(cat_q)))
             for name in names:
                 table = np.array([[runs[q] for q in cat_q] for runs in tables[name]], np.float32)
-                self.point[name][cat] = 100 * float(table.mean())
-                per_seed = table[:, idx].mean(axis=2)  # (seeds, draws)
+                self.point[name][cat] = 100 * float(table.mean(dtype=np.float64))
+                per_seed = table[:, idx].mean(axis=2, dtype=np.float64)  # (seeds, draws)
                 if seed_idx is not None and len(table) == seeds:
                     chosen = np.take_along_axis(per_seed.T, seed_idx, axis=1)  # (draws, seeds)
                     self.draws[name][cat] = 100 * chosen.mean(axis=1)
