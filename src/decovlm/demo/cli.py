@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="check the plumbing (every stage and report section, no claim concluded): 43 s on an idle "
-        "2-core CPU, several times that on a loaded one",
+        help="check the plumbing (every stage and report section, no claim concluded): 31 s measured "
+        "on 2 CPU cores, several minutes when other jobs load them",
     )
     parser.add_argument(
         "--tokens", type=int, default=16, help="visual tokens M of DeCo and the Q-Former (square)"
