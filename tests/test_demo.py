@@ -6,13 +6,16 @@ import pytest
 
 from decovlm.cli import main as cli_main
 from decovlm.demo.config import DemoConfig
-from decovlm.demo.report import GROUPS, claims, curve_auc
+from decovlm.demo.report import curve_auc
+
+GROUNDING = ["--budget", "grounding_steps=3"]
 
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert cli_main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) == 0
+    # With a tiny grounding stage, so the per-task-group path (the gpu preset's) runs too.
+    assert cli_main(["demo", "--quick", "--out", str(out), "--device", "cpu", *GROUNDING]) == 0
     return out
 
 
@@ -35,9 +38,19 @@ def test_quick_demo_writes_every_section(quick_demo):
         assert (quick_demo / figure).exists() or __import__("pathlib").Path(figure).exists()
     assert "convergence" in report["figures"] and "text_to_patch" in report["figures"]
     assert any(k.startswith("query_to_patch_qformer") for k in report["figures"])
-    assert {c["verdict"] for c in report["claims"]} <= {
-        "held", "did not hold", "inconclusive (a tie, or within the seed spread)",
-    }  # fmt: skip
+    # A quick run checks the plumbing: it never concludes a claim of the paper.
+    paper = [c for c in report["claims"] if not c["claim"].startswith("Sanity")]
+    assert paper and {c["verdict"] for c in paper} == {"not concluded"}
+    assert "**Quick run:**" in report_md and "checks the plumbing" in report_md
+    assert report["convergence"]["curve_steps"][0] == 0
+    assert all("outcomes" in p for p in report["runs"][0]["curve"])
+    # Localization came from the box-only model, scored on the same questions with both images.
+    for r in report["runs"]:
+        g = r["grounding"]
+        assert g["steps"] == 3 and g["eval"]["outcomes"] and g["eval_swapped"]["outcomes"]
+        assert set(g["eval"]["outcomes"]) <= set(r["outcomes"])
+        assert r["scores"]["localization"] == g["eval"]["scores"]["localization"]
+    assert "box questions alone" in report_md
     assert set(report["relevance"]) == set(specs)
     # Each run kept its curve (accuracy against step), answers and training metrics.
     run = quick_demo / "runs" / "avgpool2_16" / "seed0"
@@ -56,56 +69,12 @@ def test_quick_demo_writes_every_section(quick_demo):
 
 def test_rerun_reuses_finished_work(quick_demo, capsys):
     before = (quick_demo / "runs" / "mlp2x_gelu" / "seed0" / "result.json").stat().st_mtime
-    assert cli_main(["demo", "--quick", "--out", str(quick_demo), "--device", "cpu"]) == 0
+    assert (
+        cli_main(["demo", "--quick", "--out", str(quick_demo), "--device", "cpu", *GROUNDING]) == 0
+    )
     printed = capsys.readouterr().out
     assert "mlp2x_gelu seed 0: reusing" in printed and "world: reusing" in printed
     assert (quick_demo / "runs" / "mlp2x_gelu" / "seed0" / "result.json").stat().st_mtime == before
-
-
-def _row(spec, overall, std=0.0, params=1000, energy=0.3, auc=50.0, tokens=16):
-    row = {"spec": spec, "visual_tokens": tokens, "projector_params": params, "overall": (overall, std),
-           "auc": (auc, std), "samples_per_second": (10.0, 0.0), "energy": energy, "pointing": 0.5}  # fmt: skip
-    for name in GROUPS:
-        row[name] = (overall, std)
-    for cat in ("vqa", "count", "localization", "yesno", "multiple_choice"):
-        row[cat] = (overall, std)
-    return row
-
-
-def test_claims_are_computed_from_the_numbers():
-    chance = dict.fromkeys(("vqa", "count", "localization", "yesno", "multiple_choice"), 30.0)
-    rows = [_row("mlp2x_gelu", 80, tokens=64), _row("avgpool2_16", 70, params=100, energy=0.5),
-            _row("qformer2_16", 60, energy=0.2)]  # fmt: skip
-    verdicts = {c["claim"]: c["verdict"] for c in claims(rows, chance, 16)}
-    assert all(v == "held" for k, v in verdicts.items() if "beats the Q-Former" in k)
-    assert verdicts["DeCo has fewer trainable projector parameters than the Q-Former"] == "held"
-    assert any(
-        "learns every task clearly above chance" in k and v == "held" for k, v in verdicts.items()
-    )
-    assert any(
-        "keeps the non-compressive" in k and v == "did not hold" for k, v in verdicts.items()
-    )
-    rows[1], rows[2] = _row("avgpool2_16", 60, std=5), _row("qformer2_16", 62, std=5)
-    verdicts = {c["claim"]: c["verdict"] for c in claims(rows, chance, 16)}
-    assert all(
-        v.startswith("inconclusive") for k, v in verdicts.items() if "beats the Q-Former" in k
-    )
-
-
-def test_image_dependence_claim_follows_the_swapped_image_control():
-    chance = dict.fromkeys(("vqa", "count", "localization", "yesno", "multiple_choice"), 30.0)
-
-    def verdict(swapped):
-        full = _row("mlp2x_gelu", 80, tokens=64)
-        full["swapped_overall"] = (swapped, 0.0)
-        for cat in ("vqa", "count", "localization", "yesno", "multiple_choice"):
-            full[f"swapped_{cat}"] = (swapped, 0.0)
-        found = [c for c in claims([full], chance, 16) if "depend on the image" in c["claim"]]
-        return found[0]["verdict"] if found else None
-
-    assert verdict(50.0) == "held"  # 30 points lost without the right image
-    assert verdict(79.0) == "did not hold"  # the answers came from the question's words
-    assert verdict(float("nan")) is None  # not measured (a run cached before the control)
 
 
 def test_swapped_questions_never_keep_their_own_image(tmp_path):
@@ -141,25 +110,6 @@ def test_report_warns_when_the_sanity_check_fails():
     assert "barely depend on the image" in _caveat(only_image)[0]
 
 
-def test_every_task_claim_needs_a_clear_gap_over_chance_and_the_swapped_image():
-    chance = dict.fromkeys(("vqa", "count", "localization", "yesno", "multiple_choice"), 30.0)
-    full = _row("mlp2x_gelu", 60, tokens=64)
-    for cat in ("vqa", "count", "localization", "yesno", "multiple_choice"):
-        full["swapped_" + cat] = (40.0, 0.0)
-    full["localization"], full["swapped_localization"] = (3.3, 0.0), (3.3, 0.0)
-    chance["localization"] = 1.7  # above chance by 1.6 points: one question of 60, not learned
-    sanity = [c for c in claims([full], chance, 16) if "every task" in c["claim"]][0]
-    assert sanity["verdict"] == "did not hold" and sanity["not_learned"] == ["localization"]
-    assert "localization 3.3 (chance 1.7, another scene's image 3.3)" in sanity["evidence"]
-    full["localization"] = (12.0, 0.0)  # clear of chance, but the swapped image scores as well
-    full["swapped_localization"] = (10.0, 0.0)
-    sanity = [c for c in claims([full], chance, 16) if "every task" in c["claim"]][0]
-    assert sanity["not_learned"] == ["localization"]
-    full["swapped_localization"] = (3.3, 0.0)
-    sanity = [c for c in claims([full], chance, 16) if "every task" in c["claim"]][0]
-    assert sanity["verdict"] == "held" and "not learned" not in sanity["evidence"]
-
-
 def test_curve_auc_and_projector_choice():
     curve = [{"step": 0, "scores": {"overall": {"accuracy": 0.0}}},
              {"step": 10, "scores": {"overall": {"accuracy": 50.0}}}]  # fmt: skip
@@ -187,3 +137,32 @@ def test_budget_overrides_are_typed_like_the_budget():
     assert overrides == {"finetune_steps": 3000, "finetune_lr": 1e-3, "eval_questions": None}
     budget = DemoConfig(budget_overrides=overrides).budget
     assert (budget.finetune_steps, budget.finetune_lr, budget.train_scenes) == (3000, 1e-3, 8000)
+
+
+def test_gpu_preset_resolves_and_is_chosen_only_with_cuda(monkeypatch):
+    from decovlm.demo import config
+    from decovlm.demo.cli import parse_budget
+    from decovlm.projectors import parse_spec
+    from decovlm.world.backbones import BUDGETS as BACKBONES
+
+    monkeypatch.setattr(config, "cuda_available", lambda: False)
+    assert DemoConfig().preset_name == "default" and DemoConfig().n_seeds == 1
+    monkeypatch.setattr(config, "cuda_available", lambda: True)
+    assert DemoConfig().preset_name == "gpu"
+    assert DemoConfig(device="cpu").preset_name == "default"  # CUDA present, CPU asked for
+    assert DemoConfig(preset="default").preset_name == "default"  # overridable
+    assert DemoConfig(quick=True).preset_name == "quick"
+    monkeypatch.setattr(config, "cuda_available", lambda: False)
+    gpu = DemoConfig(preset="gpu")  # resolves on a CPU machine without running anything
+    assert gpu.n_seeds >= 3 and DemoConfig(preset="gpu", seeds=1).n_seeds == 1
+    assert gpu.projectors == [
+        "mlp2x_gelu", "avgpool2_16", "qformer2_16", "maxpool2_16", "cabstractor_16",
+        "avgpool2_4", "qformer2_4", "maxpool2_4", "cabstractor_4",
+    ]  # fmt: skip
+    for spec in gpu.projectors:
+        parse_spec(spec)
+    assert gpu.budget.backbones in BACKBONES and BACKBONES["gpu"]["vision"].geometry_weight > 0
+    overrides = parse_budget(["gpu", "finetune_steps=10"])
+    assert overrides == {"_preset": "gpu", "finetune_steps": 10}
+    with pytest.raises(ValueError, match="preset 'tpu'"):
+        _ = DemoConfig(preset="tpu").budget

@@ -290,6 +290,17 @@ def test_align_and_finetune_are_llava_conversations(world):
     assert {r["image"] for r in align} == {r["image"] for r in finetune}
 
 
+def test_grounding_records_are_single_box_questions(world):
+    from decovlm.eval.metrics import parse_box
+
+    grounding = json.loads((world / "grounding.json").read_text())
+    assert 0 < len(grounding) <= 30
+    for rec in grounding:
+        human, gpt = rec["conversations"]
+        assert human["value"].startswith("<image>\n") and "bounding box" in human["value"]
+        assert parse_box(gpt["value"]) is not None and (world / rec["image"]).exists()
+
+
 def test_eval_questions_format(world):
     lines = (world / "eval" / "questions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]

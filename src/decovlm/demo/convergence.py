@@ -1,8 +1,13 @@
-"""Accuracy against training step: a TrainerCallback that scores held-out questions during finetuning.
+"""Accuracy against training step: held-out questions scored along the finetune stage (convergence).
 
 DeCo's "faster convergence" claim is about how quickly accuracy rises, so the demo evaluates the
-model every `finetune_steps // curve_points` steps (and before the first step) on a fixed subset of
-held-out questions. Points are appended to `curve.jsonl`, so a resumed run keeps the ones it had.
+model before the first step and every `finetune_steps // curve_points` steps on one fixed set of
+held-out questions, the same for every projector: `curve_questions` of them, spread evenly over the
+task categories (a question file of its own, `demo.swapped.write_curve_questions`). Each point keeps the
+per-question outcomes, so "faster" can be measured as the steps needed to reach a fixed fraction
+of the non-compressive model's final score (`demo.stats.steps_to_reach`), with a bootstrap
+interval (`demo.claims`). Points are
+appended to `curve.jsonl`, so a resumed run keeps the ones it had.
 """
 
 from __future__ import annotations
@@ -16,32 +21,34 @@ from decovlm.utils.io import append_jsonl, read_jsonl
 
 
 class CurveCallback(TrainerCallback):
-    def __init__(self, out_dir: Path, world_root: Path, budget, device: str) -> None:
+    def __init__(self, out_dir: Path, data_dir: Path, budget, device: str) -> None:
         self.out_dir = Path(out_dir)
-        self.world_root = Path(world_root)
+        self.data_dir = Path(data_dir)
         self.budget = budget
         self.every = max(1, budget.finetune_steps // max(1, budget.curve_points))
         self.points = read_jsonl(self.out_dir / "curve.jsonl")
         self.seconds = 0.0  # evaluation time, subtracted from the training time
 
     def _evaluate(self, model, processor, step: int) -> None:
+        from decovlm.demo.stats import question_outcomes
         from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
 
         if any(p["step"] == step for p in self.points):
             return
         start = time.perf_counter()
         was_training = model.training
+        model.eval()
         generate = decovlm_generate_fn(
             model, processor, batch_size=8, max_new_tokens=self.budget.max_new_tokens
         )
-        scores = evaluate_synthetic(
-            generate,
-            self.world_root,
-            self.out_dir / f"step{step:05d}",
-            limit=self.budget.curve_questions,
-        )
+        answers = self.out_dir / f"step{step:05d}"
+        scores = evaluate_synthetic(generate, self.data_dir, answers)
         model.train(was_training)
-        point = {"step": step, "scores": scores}
+        point = {
+            "step": step,
+            "scores": scores,
+            "outcomes": question_outcomes(self.data_dir, answers),
+        }
         append_jsonl(self.out_dir / "curve.jsonl", point)
         self.points.append(point)
         self.seconds += time.perf_counter() - start

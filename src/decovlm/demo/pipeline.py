@@ -41,7 +41,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
     import torch
 
     from decovlm.world import generate_world, prepare_backbones
-    from decovlm.world.scene import WORLD_VERSION
+    from decovlm.world.scene import WORLD_VERSION, WorldConfig
     from decovlm.world.writer import WorldFiles
 
     b = cfg.budget
@@ -51,8 +51,9 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
             "train": b.train_scenes,
             "eval": b.eval_scenes,
             "seed": cfg.world_seed,
-            "v": 1,
+            "v": 2,
             "world_version": WORLD_VERSION,
+            **({"grid": b.position_grid} if b.position_grid else {}),
         }
     )
     stamp_file = world_dir / "demo_stamp.json"
@@ -62,12 +63,14 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
             root=world_dir, align=world_dir / "align.json", finetune=world_dir / "finetune.json",
             questions=world_dir / "eval" / "questions.jsonl",
             relevance_cases=world_dir / "eval" / "relevance_cases.jsonl", world_json=world_dir / "world.json",
+            grounding=world_dir / "grounding.json",
         )  # fmt: skip
     else:
         log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
         files = generate_world(
-            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed
-        )
+            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed,
+            config=WorldConfig(position_grid=b.position_grid),
+        )  # fmt: skip
         atomic_write_json(stamp_file, {"stamp": stamp})
     log(f"backbones: tokenizer, vision encoder and LM ({b.backbones} budget)")
     # The demo has the machine to itself: the backbones use the same threads as the MLLM stages
@@ -80,7 +83,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
 
 
 def _train_config(
-    cfg, spec, seed, stage, data_path, out_dir, device, backbones, projector_path=None
+    cfg, spec, seed, stage, data_path, out_dir, device, backbones, projector_path=None, steps=None
 ):
     from decovlm.train.config import DataSection, ModelSection, TrainConfig, TrainingSection
 
@@ -94,7 +97,7 @@ def _train_config(
                          sampler="random" if align else "length"),
         training=TrainingSection(
             stage=stage, output_dir=str(out_dir), projector_path=str(projector_path) if projector_path else None,
-            max_steps=b.align_steps if align else b.finetune_steps,
+            max_steps=steps or (b.align_steps if align else b.finetune_steps),
             learning_rate=b.align_lr if align else b.finetune_lr,
             global_batch_size=b.batch_size, per_device_batch_size=b.batch_size, weight_decay=0.0,
             warmup_ratio=0.03, precision="fp32" if device == "cpu" else "bf16", gradient_checkpointing=False,
@@ -105,20 +108,30 @@ def _train_config(
 
 
 def train_and_evaluate(
-    cfg: DemoConfig, spec: str, seed: int, files, backbones, swapped_data: Path, device: str, log
+    cfg: DemoConfig,
+    spec: str,
+    seed: int,
+    files,
+    backbones,
+    swapped_data: Path,
+    device: str,
+    log,
+    curve_data: Path | None = None,
 ) -> dict:
     """Two-stage training of one projector with one seed, then the held-out scores. Cached.
 
-    `swapped_data`: the held-out questions paired with other scenes' images (`demo.swapped`).
+    `swapped_data`: the held-out questions paired with other scenes' images (`demo.swapped`);
+    `curve_data`: the questions scored along the finetune stage (`demo.convergence`).
     """
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.demo.stats import question_outcomes
     from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
     from decovlm.train import train
 
     b = cfg.budget
     run_dir = Path(cfg.out_dir) / "runs" / spec / f"seed{seed}"
     stamp = settings_hash({"budget": asdict(b), "spec": spec, "seed": seed, "world": cfg.world_seed,
-                           "backbones": str(backbones.llm), "device": device, "v": 3})  # fmt: skip
+                           "backbones": str(backbones.llm), "device": device, "v": 4})  # fmt: skip
     cached = _cached(run_dir, stamp)
     if cached is not None:
         log(f"{spec} seed {seed}: reusing {run_dir}")
@@ -129,7 +142,7 @@ def train_and_evaluate(
                     resume=True)  # fmt: skip
     align_time = time.perf_counter() - start
     log(f"{spec} seed {seed}: finetune stage ({b.finetune_steps} steps, projector + LLM)")
-    curve = CurveCallback(run_dir / "curve", files.root, b, device)
+    curve = CurveCallback(run_dir / "curve", curve_data or files.root, b, device)
     start = time.perf_counter()
     tuned = train(
         _train_config(cfg, spec, seed, "finetune", files.finetune, run_dir / "finetune", device, backbones,
@@ -147,6 +160,23 @@ def train_and_evaluate(
         generate, swapped_data, run_dir / "eval_swapped", limit=b.eval_questions
     )
     steps = b.align_steps + b.finetune_steps
+    outcomes = question_outcomes(files.root, run_dir / "eval")
+    swapped_outcomes = question_outcomes(swapped_data, run_dir / "eval_swapped")
+    grounding = None
+    if b.grounding_steps and files.grounding:
+        grounding = _grounding_stage(cfg, spec, seed, files, backbones, swapped_data, device, log,
+                                     run_dir, aligned.projector_path, set(outcomes))  # fmt: skip
+        for key, own in (("eval", scores), ("eval_swapped", swapped)):
+            own["localization"] = grounding[key]["scores"].get(
+                "localization", own.get("localization")
+            )
+        outcomes.update(grounding["eval"]["outcomes"])
+        swapped_outcomes.update(grounding["eval_swapped"]["outcomes"])
+        for own, table in ((scores, outcomes), (swapped, swapped_outcomes)):
+            own["overall"] = {
+                "accuracy": 100 * sum(table.values()) / max(1, len(table)),
+                "n": len(table),
+            }
     result = {
         "stamp": stamp,
         "spec": spec,
@@ -158,6 +188,10 @@ def train_and_evaluate(
         "scores": scores,
         "swapped_scores": swapped,
         "curve": curve.points,
+        # Per-question right/wrong, for the paired bootstrap intervals of the report (demo.stats).
+        "outcomes": outcomes,
+        "swapped_outcomes": swapped_outcomes,
+        "grounding": grounding,
         "train_seconds": align_time + finetune_time,
         "align_seconds": align_time,
         "finetune_seconds": finetune_time,
@@ -167,6 +201,43 @@ def train_and_evaluate(
     }
     atomic_write_json(run_dir / RESULT, result)
     return result
+
+
+def _grounding_stage(
+    cfg, spec, seed, files, backbones, swapped_data, device, log, run_dir, projector_path, ids
+) -> dict:
+    """A box-only finetune from the aligned projector; its localization scores (own and swapped image)."""
+    from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
+    from decovlm.demo.stats import question_outcomes
+    from decovlm.demo.swapped import write_category_questions
+    from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
+    from decovlm.train import train
+
+    b = cfg.budget
+    log(f"{spec} seed {seed}: grounding stage ({b.grounding_steps} steps on box questions alone)")
+    start = time.perf_counter()
+    tuned = train(
+        _train_config(cfg, spec, seed, "finetune", files.grounding, run_dir / "grounding", device,
+                      backbones, projector_path=projector_path, steps=b.grounding_steps),
+        resume=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
+    processor = DecoVLMProcessor.from_pretrained(tuned.model_path)
+    generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=b.max_new_tokens)
+    out: dict = {
+        "model_path": str(tuned.model_path),
+        "steps": b.grounding_steps,
+        "seconds": seconds,
+    }
+    for key, source in (("eval", files.root), ("eval_swapped", swapped_data)):
+        data = write_category_questions(
+            source, run_dir / f"grounding_{key}_data", ["localization"], ids
+        )
+        answers = run_dir / f"grounding_{key}"
+        out[key] = {"scores": evaluate_synthetic(generate, data, answers),
+                    "outcomes": question_outcomes(data, answers)}  # fmt: skip
+    return out
 
 
 def _last_loss(metrics: list[dict]) -> float | None:
@@ -212,7 +283,7 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     """Run (or resume) the whole comparison and write REPORT.md / report.json; returns the report."""
     from decovlm.demo.figure import draw_paper_figure
     from decovlm.demo.report import build_report, write_report
-    from decovlm.demo.swapped import write_swapped_questions
+    from decovlm.demo.swapped import write_curve_questions, write_swapped_questions
 
     log = log or _timed_log(time.perf_counter())
     out = Path(cfg.out_dir)
@@ -225,10 +296,11 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     started = time.perf_counter()
     files, backbones = prepare_world(cfg, out, device, log)
     swapped_data = write_swapped_questions(files.root, out / "swapped_data")
+    curve_data = write_curve_questions(files.root, out / "curve_data", cfg.budget.curve_questions)
     results = [
-        train_and_evaluate(cfg, spec, seed, files, backbones, swapped_data, device, log)
+        train_and_evaluate(cfg, spec, seed, files, backbones, swapped_data, device, log, curve_data)
         for spec in cfg.projectors
-        for seed in range(cfg.seeds)
+        for seed in range(cfg.n_seeds)
     ]
     relevance = relevance_scores(cfg, results, files, device, log)
     log("figures: relevance maps of a fixed example")

@@ -1,8 +1,8 @@
 """The demo's report: a paper-like table, convergence plot, relevance scores, and the claims checked.
 
-Every statement in "Which of the paper's claims held" is computed from the numbers of this run;
-nothing is hard-coded. With several seeds a claim holds only when the mean difference exceeds the
-spread (one standard deviation of the difference), else it is reported as inconclusive.
+Every statement in "Which of the paper's claims held" is computed from the numbers of this run
+(`demo.claims`): nothing is hard-coded, each carries a bootstrap interval, and a claim is held
+only when the run passed its sanity checks and the interval excludes zero difference.
 """
 
 from __future__ import annotations
@@ -14,20 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from decovlm.demo.claims import CATEGORIES, GROUPS, check_claims
 from decovlm.utils.io import atomic_write_json, atomic_write_text, read_jsonl
-
-# The paper's three task groups, and the synthetic categories that stand for them.
-GROUPS = {
-    "MLLM benchmarks (yes/no acc, multiple choice)": ["yesno", "multiple_choice"],
-    "Visual localization (Acc@0.5)": ["localization"],
-    "Open-ended VQA (attributes, counting)": ["vqa", "count"],
-}
-CATEGORIES = ["vqa", "count", "localization", "yesno", "multiple_choice"]
-# Overall accuracy (points) the image must add over the swapped-image control to count as used.
-IMAGE_GAP = 2.0
-# Points a task's accuracy must exceed both chance and its swapped-image score by to count as
-# learned: one question of the default 60 is 1.7 points, so a smaller gap is noise.
-TASK_GAP = 5.0
 
 
 def _acc(scores: dict, cat: str) -> float | None:
@@ -100,114 +88,42 @@ def summarise(results: list[dict], relevance: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def _compare(a: dict, b: dict, key: str) -> tuple[bool | None, float]:
-    """(a beats b, mean difference); None when the difference is within the seed spread."""
-    (ma, sa), (mb, sb) = a[key], b[key]
-    diff = ma - mb
-    spread = (sa**2 + sb**2) ** 0.5
-    if abs(diff) <= spread:  # a tie, or a gap the seeds' spread could make
-        return None, diff
-    return diff > 0, diff
+def _score_intervals(rows: list[dict], results: list[dict], categories: dict[str, str]) -> None:
+    """Add each projector's 95% interval (questions, and seeds) per group and overall to its row."""
+    from decovlm.demo.stats import Bootstrap
 
-
-def _verdict(held: bool | None) -> str:
-    return {
-        True: "held",
-        False: "did not hold",
-        None: "inconclusive (a tie, or within the seed spread)",
-    }[held]
-
-
-def _learned_every_task(full: dict, chance: dict[str, float]) -> dict:
-    """Each task clearly above chance and above the same questions with another scene's image."""
-    parts, missed = [], []
-    for c in CATEGORIES:
-        own = full[c][0]
-        if own != own:  # not measured (NaN)
+    tables: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        if r.get("outcomes"):
+            tables.setdefault(r["spec"], []).append(r["outcomes"])
+    if not tables:
+        return
+    boot = Bootstrap(tables, categories)
+    for row in rows:
+        if row["spec"] not in tables:
             continue
-        swapped = full.get("swapped_" + c, (float("nan"), 0.0))[0]
-        measured = swapped == swapped  # not NaN
-        if not (own - chance.get(c, 0) > TASK_GAP and (not measured or own - swapped > TASK_GAP)):
-            missed.append(c)
-        sw = f", another scene's image {swapped:.1f}" if measured else ""
-        parts.append(f"{c} {own:.1f} (chance {chance.get(c, 0):.1f}{sw})")
-    evidence = "; ".join(parts) + (f"; not learned: {', '.join(missed)}" if missed else "")
-    return {
-        "claim": "Sanity: the non-compressive model learns every task clearly above chance (more than "
-                 f"{TASK_GAP:g} points over the majority answer and over another scene's image)",
-        "held": not missed,
-        "evidence": evidence,
-        "not_learned": missed,
-    }  # fmt: skip
-
-
-def claims(rows: list[dict], chance: dict[str, float], tokens: int) -> list[dict]:
-    by = {r["spec"]: r for r in rows}
-    deco, qformer, full = (
-        by.get(f"avgpool2_{tokens}"),
-        by.get(f"qformer2_{tokens}"),
-        by.get("mlp2x_gelu"),
-    )
-    out = []
-    if full:
-        out.append(_learned_every_task(full, chance))
-        swapped = full.get("swapped_overall", (float("nan"), 0.0))
-        if swapped[0] == swapped[0]:  # measured (not NaN)
-            gap = full["overall"][0] - swapped[0]
-            out.append({
-                "claim": "Sanity: the non-compressive model's answers depend on the image (overall accuracy "
-                         f"drops by more than {IMAGE_GAP:g} points when each question gets another scene's image)",
-                "held": gap > IMAGE_GAP,
-                "evidence": ", ".join(f"{c} {full[c][0]:.1f} vs {full['swapped_' + c][0]:.1f}"
-                                      for c in CATEGORIES if full[c][0] == full[c][0]) + f"; overall {gap:+.1f}",
-            })  # fmt: skip
-    if deco and qformer:
-        for name in GROUPS:
-            held, diff = _compare(deco, qformer, name)
-            out.append({
-                "claim": f"DeCo beats the Q-Former at the same {tokens} tokens on {name}",
-                "held": held,
-                "evidence": f"{deco[name][0]:.1f} vs {qformer[name][0]:.1f} ({diff:+.1f} points)",
-            })  # fmt: skip
-        out.append({
-            "claim": "DeCo has fewer trainable projector parameters than the Q-Former",
-            "held": deco["projector_params"] < qformer["projector_params"],
-            "evidence": f"{deco['projector_params']:,} vs {qformer['projector_params']:,}",
-        })  # fmt: skip
-        if deco["auc"][0] == deco["auc"][0] and qformer["auc"][0] == qformer["auc"][0]:
-            held, diff = _compare(deco, qformer, "auc")
-            out.append({
-                "claim": "DeCo converges faster than the Q-Former (mean accuracy along the finetune curve)",
-                "held": held,
-                "evidence": f"{deco['auc'][0]:.1f} vs {qformer['auc'][0]:.1f} ({diff:+.1f} points)",
-            })  # fmt: skip
-        if deco["energy"] is not None and qformer["energy"] is not None:
-            out.append({
-                "claim": "DeCo's Text-to-Patch relevance lies on the named object more than the Q-Former's "
-                         "(energy-based pointing game; no double abstraction)",
-                "held": deco["energy"] > qformer["energy"],
-                "evidence": f"energy {deco['energy']:.3f} vs {qformer['energy']:.3f}; pointing "
-                            f"{deco['pointing']:.2f} vs {qformer['pointing']:.2f}",
-            })  # fmt: skip
-    if deco and full:
-        held, diff = _compare(deco, full, "overall")
-        out.append({
-            "claim": f"DeCo keeps the non-compressive model's accuracy with {deco['visual_tokens']} instead of "
-                     f"{full['visual_tokens']} visual tokens (not worse than 5 points)",
-            "held": diff > -5,
-            "evidence": f"overall {deco['overall'][0]:.1f} vs {full['overall'][0]:.1f} ({diff:+.1f}); training "
-                        f"{deco['samples_per_second'][0]:.1f} vs {full['samples_per_second'][0]:.1f} samples/s",
-        })  # fmt: skip
-    for c in out:
-        c["verdict"] = _verdict(c["held"])
-    return out
+        row["ci"] = {"overall": boot.score(row["spec"]).to_dict(), "n": boot.counts}
+        for name, cats in GROUPS.items():
+            if boot.has(cats):
+                row["ci"][name] = boot.score(row["spec"], cats).to_dict()
 
 
 def build_report(cfg, results, relevance, files, backbones, figure: dict, seconds: float) -> dict:
+    from decovlm.demo.stats import question_categories
+
     chance = chance_levels(Path(files.questions))
+    categories = question_categories(files.questions)
     rows = summarise(results, relevance)
+    _score_intervals(rows, results, categories)
+    checked, conv = check_claims(results, relevance, categories, chance, cfg.tokens, cfg.quick)
     return {
-        "settings": {**asdict(cfg), "budget": asdict(cfg.budget), "projectors": cfg.projectors},
+        "settings": {
+            **asdict(cfg),
+            "seeds": cfg.n_seeds,
+            "preset": cfg.preset_name,
+            "budget": asdict(cfg.budget),
+            "projectors": cfg.projectors,
+        },  # fmt: skip
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "total_seconds": seconds,
         "backbones": backbones.metrics,
@@ -215,8 +131,21 @@ def build_report(cfg, results, relevance, files, backbones, figure: dict, second
         "rows": rows,
         "runs": results,
         "relevance": relevance,
-        "claims": claims(rows, chance, cfg.tokens),
+        "claims": checked,
+        "convergence": _convergence_json(conv),
         "figures": figure,
+    }
+
+
+def _convergence_json(conv: dict | None) -> dict | None:
+    if conv is None:
+        return None
+    return {
+        "fraction": conv["fraction"],
+        "curve_steps": conv["curve_steps"],
+        "questions": conv["n"],
+        "target": conv["target"].to_dict(),
+        "steps_to_target": {spec: iv.to_dict() for spec, iv in conv["steps"].items()},
     }
 
 

@@ -15,6 +15,12 @@ def _pm(value: tuple[float, float], digits: int = 1) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std else "")
 
 
+def _ci(row: dict, key: str) -> str:
+    """ " [low, high]" of a row's 95% interval, when the run kept per-question outcomes."""
+    iv = (row.get("ci") or {}).get(key)
+    return f" [{iv['low']:.1f}, {iv['high']:.1f}]" if iv else ""
+
+
 def main_table(report: dict) -> tuple[list[str], list[list[str]]]:
     headers = [
         "projector",
@@ -29,7 +35,8 @@ def main_table(report: dict) -> tuple[list[str], list[list[str]]]:
     for r in report["rows"]:
         rows.append([
             r["spec"], f"{r['visual_tokens']} / {r['patches']}", f"{r['projector_params']:,}",
-            *(_pm(r[g]) for g in GROUPS), _pm(r["overall"]), _pm(r["train_seconds"], 0),
+            *(_pm(r[g]) + _ci(r, g) for g in GROUPS), _pm(r["overall"]) + _ci(r, "overall"),
+            _pm(r["train_seconds"], 0),
             _pm(r["samples_per_second"]),
         ])  # fmt: skip
     return headers, rows
@@ -74,8 +81,41 @@ def relevance_table(report: dict) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def convergence_table(report: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Overall accuracy on the curve questions at each evaluated step, and the steps to the target."""
+    conv = report.get("convergence")
+    if not conv:
+        return None
+    steps = conv["curve_steps"]
+    last = steps[-1]
+    headers = ["projector", *(f"step {s}" for s in steps),
+               f"steps to {conv['fraction']:.0%} of mlp2x_gelu's final [95% CI]"]  # fmt: skip
+    rows = []
+    for spec, iv in conv["steps_to_target"].items():
+        runs = [r for r in report["runs"] if r["spec"] == spec]
+        accs = []
+        for s in steps:
+            vals = [
+                p["scores"]["overall"]["accuracy"]
+                for r in runs
+                for p in r["curve"]
+                if p["step"] == s
+            ]
+            accs.append(f"{sum(vals) / len(vals):.1f}" if vals else "-")
+        one = lambda v: f"> {last}" if v is None else f"{v:.0f}"  # noqa: E731 (None: never reached)
+        rows.append([spec, *accs, f"{one(iv['estimate'])} [{one(iv['low'])}, {one(iv['high'])}]"])
+    return headers, rows
+
+
 def _caveat(report: dict) -> list[str]:
     """A warning when a sanity check failed: then (part of) the projector comparison says nothing."""
+    if report.get("settings", {}).get("quick"):
+        return [
+            "> **Quick run:** this run checks the plumbing (every stage, file and section), not the paper: "
+            "its budget is far too small for the model to learn, so no claim is concluded. Run `decovlm demo` "
+            "without `--quick` to test the claims.",
+            "",
+        ]
     failed = [c for c in report["claims"] if c["claim"].startswith("Sanity") and c["held"] is False]
     if not failed:
         return []
@@ -93,6 +133,44 @@ def _caveat(report: dict) -> list[str]:
         "sanity lines below), so the differences between projectors are not evidence for or against the "
         "paper's claims; train longer before reading them (`decovlm demo --budget finetune_steps=3000`, "
         "or a GPU).",
+        "",
+    ]
+
+
+def _precision(report: dict) -> list[str]:
+    """How many held-out questions the intervals rest on, and how wide they came out."""
+    counts = next((r["ci"]["n"] for r in report["rows"] if r.get("ci")), None)
+    if not counts:
+        return []
+    widths = sorted(
+        (c["interval"]["high"] - c["interval"]["low"]) / 2
+        for c in report["claims"]
+        if "beats the Q-Former" in c["claim"] and (c.get("interval") or {}).get("low") is not None
+    )
+    width = (
+        f" In this run a group difference is known to ±{widths[len(widths) // 2]:.1f} points."
+        if widths
+        else ""
+    )
+    return [
+        f"Held-out questions: {', '.join(f'{c} {n}' for c, n in counts.items())} ({sum(counts.values())} in "
+        "all). A paired difference on 60 questions of one category is known to roughly ±10 points; four "
+        f"times the scenes (`--budget eval_scenes=240`) halve that.{width}",
+        "",
+    ]
+
+
+def _convergence_lines(report: dict) -> list[str]:
+    table = convergence_table(report)
+    if table is None:
+        return []
+    conv = report["convergence"]
+    return [
+        f"Convergence: overall accuracy on the same {conv['questions']} curve questions (every category in "
+        "turn) along the finetune stage, and the steps each projector needs to reach "
+        f"{conv['fraction']:.0%} of the non-compressive model's final score on them (linear between points).",
+        "",
+        _markdown(*table),
         "",
     ]
 
@@ -118,12 +196,28 @@ def report_markdown(report: dict, out: Path) -> str:
         f"same seed(s) ({s['seeds']}), same budget: align {b['align_steps']} steps (projector only) then "
         f"finetune {b['finetune_steps']} steps (projector + LLM), batch {b['batch_size']}. "
         f"World: {b['train_scenes']} training scenes, {b['eval_scenes']} held-out scenes. "
-        f"Total time {report['total_seconds'] / 60:.1f} min on {report['machine']}.",
+        f"Total time {report['total_seconds'] / 60:.1f} min on {report['machine']}."
+        + (
+            f" Localization is scored on a second model per projector: the same aligned projector finetuned "
+            f"{b['grounding_steps']} steps on box questions alone (a stage per task group; in the mix boxes "
+            "are not learned)."
+            if b.get("grounding_steps")
+            else ""
+        ),
         "",
         "## Which of the paper's claims held in this run",
         "",
         *_caveat(report),
-        *(f"- **{c['verdict']}**: {c['claim']} ({c['evidence']})" for c in report["claims"]),
+        "Each claim is **held** only when the run passed the sanity checks it rests on and the 95% bootstrap "
+        "interval of the difference (over the held-out questions, paired; over seeds when there are several) "
+        "excludes zero; **not held** when the interval lies on the other side; **inconclusive** otherwise.",
+        "",
+        *_precision(report),
+        *(
+            f"- **{c['verdict']}**: {c['claim']} ({c['evidence']})"
+            + (f" - {c['reason']}" if c.get("reason") else "")
+            for c in report["claims"]
+        ),
         "",
         "## Results (accuracy in %, held-out scenes)",
         "",
@@ -131,6 +225,7 @@ def report_markdown(report: dict, out: Path) -> str:
         "",
         _markdown(*category_table(report)),
         "",
+        *_convergence_lines(report),
         f"![convergence]({rel(report['figures']['convergence'])})",
         "",
         "## Relevance maps (R-GAE) against the objects' masks",
@@ -173,4 +268,5 @@ def print_report(report: dict) -> None:
     for line in _caveat(report)[:1]:
         console.print(f"[yellow]{line.lstrip('> ')}[/yellow]")
     for c in report["claims"]:
-        console.print(f"[bold]{c['verdict']}[/bold]: {c['claim']} ({c['evidence']})")
+        reason = f" - {c['reason']}" if c.get("reason") else ""
+        console.print(f"[bold]{c['verdict']}[/bold]: {c['claim']} ({c['evidence']}){reason}")

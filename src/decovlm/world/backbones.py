@@ -55,6 +55,17 @@ BUDGETS: dict[str, dict] = {
         "lm": LMSpec(hidden_size=128, num_layers=2, intermediate_size=352, steps=1500,
                      batch_size=32, lr=1e-3, answer_loss=True, context="caption"),
     },
+    # One GPU (the demo's `gpu` preset, issue 25): wider and deeper, geometry heads on (boxes need
+    # position in the features, docs/world_learnability.md, third and fifth rounds). The world LM
+    # ran at ~70 steps/s on an H200 vs 6.4 on 2 CPU cores; not yet timed at these sizes.
+    "gpu": {
+        "vocab_size": 768,
+        "vision": VisionSpec(hidden_size=128, num_layers=4, intermediate_size=384,
+                             scenes=16000, steps=4000, batch_size=64, probe_scenes=400,
+                             shape_weight=3.0, geometry_weight=1.0),
+        "lm": LMSpec(hidden_size=256, num_layers=4, intermediate_size=704, steps=3000,
+                     batch_size=64, lr=1e-3, answer_loss=True, context="caption"),
+    },
     # Tests shrink further; not offered on the command line.
     "tiny": {
         "vocab_size": 512,

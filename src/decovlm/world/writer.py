@@ -4,6 +4,8 @@
     DIR/align.json            stage 1 (LLaVA-558K style): "<image>\\nDescribe the image briefly." -> caption
     DIR/finetune.json         stage 2 (LLaVA-665K style): multi-turn conversations mixing every task
                               but captions, "<image>" only at the start of the first human turn
+    DIR/grounding.json        single-turn box questions, one per training scene (a box-only stage:
+                              docs/world_learnability.md, sixth round)
     DIR/eval/questions.jsonl  held-out scenes: {question_id, image, text, category, answer, answers,
                               [pope_split], [options], kind, scene_id}
     DIR/eval/relevance_cases.jsonl + DIR/eval/masks/*.png   {case_id, image, prompt, answer,
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 from decovlm.utils.io import atomic_path, atomic_write_json, atomic_write_text
 from decovlm.world.render import RenderedScene, render_scene
 from decovlm.world.scene import WORLD_VERSION, WorldConfig, sample_scene, vocabulary
-from decovlm.world.tasks import PROMPTS, QA, all_questions, caption
+from decovlm.world.tasks import PROMPTS, QA, all_questions, caption, localization_questions
 
 IMAGE_TOKEN = "<image>"
 # Per eval scene: how many questions of each category go into questions.jsonl (yes/no: all).
@@ -44,6 +46,7 @@ class WorldFiles:
     questions: Path
     relevance_cases: Path
     world_json: Path
+    grounding: Path | None = None
 
 
 def _scene_rng(seed: int, scene, purpose: int) -> np.random.Generator:
@@ -102,6 +105,23 @@ def finetune_record(rendered: RenderedScene, image: str, seed: int, turns: int =
         conversations.append({"from": "human", "value": prompt})
         conversations.append({"from": "gpt", "value": qa.answer})
     return {"id": rendered.scene.scene_id, "image": image, "conversations": conversations}
+
+
+def grounding_record(rendered: RenderedScene, image: str, seed: int) -> dict | None:
+    """One box question about a training scene, alone (None when the scene has no nameable object)."""
+    rng = _scene_rng(seed, rendered.scene, 4)
+    boxes = localization_questions(rendered)
+    if not boxes:
+        return None
+    qa = boxes[int(rng.integers(len(boxes)))]
+    return {
+        "id": f"{rendered.scene.scene_id}_box",
+        "image": image,
+        "conversations": [
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{qa.prompt}"},
+            {"from": "gpt", "value": qa.answer},
+        ],
+    }
 
 
 def eval_records(rendered: RenderedScene, image: str, seed: int, pope_pairs: int) -> list[dict]:
@@ -188,7 +208,7 @@ def generate_world(
     root = Path(out_dir)
     _clear_stale(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    align, finetune, questions, cases = [], [], [], []
+    align, finetune, grounding, questions, cases = [], [], [], [], []
     for split, count in (("train", train), ("eval", eval)):
         for i in tqdm(range(count), desc=f"world {split}", disable=not progress, leave=False):
             rendered = render_scene(sample_scene(seed, split, i, config))
@@ -206,6 +226,8 @@ def generate_world(
                     }
                 )
                 finetune.append(finetune_record(rendered, image, seed, turns))
+                if (record := grounding_record(rendered, image, seed)) is not None:
+                    grounding.append(record)
             else:
                 questions += eval_records(rendered, image, seed, pope_pairs)
                 for case, mask in relevance_cases(rendered, image, seed):
@@ -218,9 +240,11 @@ def generate_world(
         questions=root / "eval" / "questions.jsonl",
         relevance_cases=root / "eval" / "relevance_cases.jsonl",
         world_json=root / "world.json",
+        grounding=root / "grounding.json",
     )
     atomic_write_json(files.align, align)
     atomic_write_json(files.finetune, finetune)
+    atomic_write_json(files.grounding, grounding)
     atomic_write_text(files.questions, "".join(json.dumps(q) + "\n" for q in questions))
     atomic_write_text(files.relevance_cases, "".join(json.dumps(c) + "\n" for c in cases))
     by_category: dict[str, int] = {}
@@ -246,6 +270,7 @@ def generate_world(
             "images": "images/",
             "align": "align.json",
             "finetune": "finetune.json",
+            "grounding": "grounding.json",
             "questions": "eval/questions.jsonl",
             "relevance_cases": "eval/relevance_cases.jsonl",
             "masks": "eval/masks/",
