@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="check the plumbing (every stage and report section, no claim concluded): 31 s measured "
+        help="check the plumbing (every stage and report section, no claim concluded): 31-34 s measured "
         "on 2 CPU cores, several minutes when other jobs load them",
     )
     parser.add_argument(
