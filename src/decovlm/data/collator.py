@@ -1,4 +1,4 @@
-"""Batch samples for training: right-pad ids and labels, stack the pixel values present."""
+"""Batch samples for training: right-pad ids and labels, stack the pixel values (or cached vision features) present."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ class DataCollator:
             labels[row, :n] = s["labels"]
             attention_mask[row, :n] = 1
         batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-        images = [s["pixel_values"] for s in samples if s.get("pixel_values") is not None]
-        if images:
-            batch["pixel_values"] = torch.stack(images)
+        for key in ("pixel_values", "vision_features"):
+            images = [s[key] for s in samples if s.get(key) is not None]
+            if images:
+                batch[key] = torch.stack(images)
         return batch
 
 

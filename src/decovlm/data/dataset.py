@@ -25,7 +25,9 @@ from decovlm.errors import UserError
 
 class ConversationDataset(Dataset):
     """Items are dicts: `input_ids`, `labels` (LongTensor, length <= max_length) and
-    `pixel_values` ((3, H, W) or None for a text-only record)."""
+    `pixel_values` ((3, H, W) or None for a text-only record); with a `features` table
+    (`decovlm.data.features`, the frozen tower's features computed once) `vision_features`
+    ((N, Dv)) stands in for `pixel_values` and the image file is not read."""
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class ConversationDataset(Dataset):
         strict: bool = False,
         skip_log: SkipLog | None = None,
         max_image_pixels: int | None = None,
+        features: Any = None,
     ):
         if template not in TEMPLATES:
             raise ValueError(f"unknown chat template {template!r}; known: {', '.join(TEMPLATES)}")
@@ -54,6 +57,7 @@ class ConversationDataset(Dataset):
         self.max_length = max_length
         self.strict = strict
         self.max_image_pixels = max_image_pixels
+        self.features = features
         self.skip_log = skip_log if skip_log is not None else SkipLog()
         tokenizer = processor.tokenizer
         if image_token_id is None:
@@ -104,12 +108,18 @@ class ConversationDataset(Dataset):
                 raise BadRecord(
                     record.id, f"too long: no supervised token within max_length {self.max_length}"
                 )
-        pixel_values = self.load_image(record) if record.has_image else None
-        return {
+        item = {
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": pixel_values,
+            "pixel_values": None,
         }
+        if record.has_image and self.features is not None:
+            if record.image not in self.features:
+                raise BadRecord(record.id, f"image {record.image} is not in {self.features.path}")
+            item["vision_features"] = self.features[record.image]
+        elif record.has_image:
+            item["pixel_values"] = self.load_image(record)
+        return item
 
     def load_image(self, record: Record) -> torch.Tensor:
         from decovlm.errors import MissingFileError

@@ -197,9 +197,21 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             features = features[:, prefix:]
         return features, grid
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """LLM input tokens (n_images, M, Dl) for a batch of images."""
-        features, grid = self.encode_patches(pixel_values)
+    def get_image_features(
+        self, pixel_values: torch.Tensor | None = None, vision_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """LLM input tokens (n_images, M, Dl) for a batch of images, or for their patch features
+        `vision_features` (n_images, N, Dv) as `encode_patches` returns them (a frozen tower's
+        features computed once: `decovlm.data.features`)."""
+        if vision_features is None:
+            features, grid = self.encode_patches(pixel_values)
+        else:
+            features, grid = vision_features, self.patch_grid
+            if features.shape[1] != grid[0] * grid[1]:
+                raise ValueError(
+                    f"vision_features hold {features.shape[1]} patches; this model's {grid[0]}x{grid[1]} "
+                    "patch grid needs " + str(grid[0] * grid[1])
+                )
         proj_dtype = next(self.projector.parameters(), features).dtype
         return self.projector(features.to(proj_dtype), grid=grid)
 
@@ -238,19 +250,21 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_features: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Run the LLM on text embeddings whose image placeholders hold the projector's tokens.
 
         `image_features` (n_images, M, Dl) may be given instead of `pixel_values` (e.g. to reuse
-        projector outputs, or to take gradients with respect to them).
+        projector outputs, or to take gradients with respect to them), and so may the frozen
+        tower's `vision_features` (n_images, N, Dv), which the projector then turns into tokens.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
-            if pixel_values is not None and image_features is None:
-                image_features = self.get_image_features(pixel_values)
+            if image_features is None and (pixel_values is not None or vision_features is not None):
+                image_features = self.get_image_features(pixel_values, vision_features)
             if image_features is not None:
                 inputs_embeds = self.merge_image_tokens(input_ids, inputs_embeds, image_features)
             elif bool((input_ids == self.config.image_token_id).any()):

@@ -96,9 +96,16 @@ def build_model(section: ModelSection) -> tuple[Any, Any]:
 
 
 def build_dataset(
-    config: TrainConfig, processor: Any, skip_path: Path | None, log_validation: bool = True
+    config: TrainConfig,
+    processor: Any,
+    skip_path: Path | None,
+    log_validation: bool = True,
+    model: Any = None,
 ) -> ConversationDataset:
-    """Validate the records up front (structure), then wrap them in the lazy dataset."""
+    """Validate the records up front (structure), then wrap them in the lazy dataset.
+
+    With `data.vision_features` (and the `model` whose frozen tower made them) the dataset hands
+    out cached patch features instead of pixels."""
     d = config.data
     validation_log = SkipLog(path=skip_path if log_validation else None)
     records = load_records(d.path, strict=d.strict, skip_log=validation_log, limit=d.limit)
@@ -113,6 +120,9 @@ def build_dataset(
     image_root = d.image_root
     if image_root is None and any(r.has_image for r in records):
         image_root = str(Path(d.path).parent)
+    features = None
+    if d.vision_features and model is not None and any(r.has_image for r in records):
+        features = vision_feature_table(d, model, processor, records, image_root)
     return ConversationDataset(
         records,
         processor,
@@ -122,4 +132,34 @@ def build_dataset(
         strict=d.strict,
         skip_log=SkipLog(path=skip_path),
         max_image_pixels=d.max_image_pixels,
+        features=features,
     )
+
+
+def vision_feature_table(d, model: Any, processor: Any, records: list, image_root: str) -> Any:
+    """The feature file `data.vision_features` names (computed first when it is "auto")."""
+    import os
+
+    from decovlm.data.features import FeatureTable, compute_features, tower_fingerprint
+    from decovlm.errors import UserError
+
+    fingerprint = tower_fingerprint(model, processor)
+    if d.vision_features != "auto":
+        return FeatureTable.open(d.vision_features, fingerprint)
+    path = Path(d.path).parent / "features" / f"{fingerprint}.safetensors"
+    images = [r.image for r in records if r.has_image]
+    if path.is_file():
+        table = FeatureTable.open(path, fingerprint)
+        if all(image in table for image in images):
+            return table
+        images = table.images + images  # another record file on the same images: keep both
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "data.vision_features=auto computes the features in one process: run it once without "
+            f"torchrun (or pass a feature file); missing: {path}"
+        )
+    logger.info(
+        "computing the frozen vision tower's features for %d images into %s", len(set(images)), path
+    )
+    compute_features(model, processor, image_root, images, path)
+    return FeatureTable.open(path, fingerprint)

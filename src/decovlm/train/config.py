@@ -85,6 +85,11 @@ class DataSection:
     # Images with more pixels are skipped as bad records (None: decovlm.utils.images' 64 Mpx
     # default, or DECOVLM_MAX_IMAGE_PIXELS); the header is checked before decoding.
     max_image_pixels: int | None = None
+    # The frozen vision tower's patch features, computed once (`decovlm.data.features`) instead of
+    # a tower forward per step: None (off), a feature file, or "auto" (computed on first use into
+    # DATA_DIR/features/<tower fingerprint>.safetensors and reused by every later run on the same
+    # tower; single process only). Exact: the tower is frozen in every stage.
+    vision_features: str | None = None
 
 
 @dataclass

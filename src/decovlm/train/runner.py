@@ -197,7 +197,7 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
     # The template the labels are built with is the one saved with the model (chat_template.jinja),
     # so eval / serve / explain / chat prompt the model the way it was trained.
     processor.set_chat_template(config.data.template)
-    dataset = build_dataset(config, processor, skip_path, log_validation=is_main)
+    dataset = build_dataset(config, processor, skip_path, log_validation=is_main, model=model)
     # TrainingArguments before any distributed wrapping; ZeRO-3 reads its config from them.
     args = training_arguments(config, has_text_only=not all(dataset.has_image))
     if t.stage == "finetune" and t.projector_path:
