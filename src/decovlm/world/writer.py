@@ -198,8 +198,12 @@ def generate_world(
     pope_pairs: int = 1,
     turns: int = 5,
     progress: bool = True,
+    images: bool = True,
 ) -> WorldFiles:
-    """Render `train` + `eval` scenes and write every file listed in the module docstring."""
+    """Render `train` + `eval` scenes and write every file listed in the module docstring.
+
+    `images=False` writes the text files only (the records still name their images): what the
+    backbones' pretraining reads, which renders the scenes it needs in memory."""
     config = config or WorldConfig()
     if train < 1 or eval < 1:
         raise ValueError(
@@ -213,7 +217,8 @@ def generate_world(
         for i in tqdm(range(count), desc=f"world {split}", disable=not progress, leave=False):
             rendered = render_scene(sample_scene(seed, split, i, config))
             image = f"images/{rendered.scene.scene_id}.png"
-            _save_png(rendered.image, root / image)
+            if images:
+                _save_png(rendered.image, root / image)
             if split == "train":
                 align.append(
                     {
@@ -231,7 +236,8 @@ def generate_world(
             else:
                 questions += eval_records(rendered, image, seed, pope_pairs)
                 for case, mask in relevance_cases(rendered, image, seed):
-                    _save_png(Image.fromarray(mask.astype(np.uint8) * 255), root / case["mask"])
+                    if images:
+                        _save_png(Image.fromarray(mask.astype(np.uint8) * 255), root / case["mask"])
                     cases.append(case)
     files = WorldFiles(
         root=root,
