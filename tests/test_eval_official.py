@@ -24,13 +24,13 @@ from decovlm.eval.metrics import (
     evalai_normalize,
     extract_option,
     gqa_exact_match,
+    llava_vqav2_accuracy,
     mme_scores,
     parse_box,
     parse_mme_answer,
     parse_yes_no_llava,
     pope_scores,
     resolve_convention,
-    llava_vqav2_accuracy,
     seed_letter,
     vqa_accuracy,
     vqaeval_2016_accuracy,
@@ -129,7 +129,10 @@ def test_vqav2_default_is_llava_on_the_current_file_and_each_source_names_its_re
         assert "vqaEval.py @ a013f0043c1e2cdc995922dfe257f7149aa9af06" in (
             conventions_for("vqav2")[name].source
         )
-    assert "458a8b268b1a239dc388e0af4423f3fe7477b04f" in conventions_for("vqav2")["vqaeval-2016"].source
+    assert (
+        "458a8b268b1a239dc388e0af4423f3fe7477b04f"
+        in conventions_for("vqav2")["vqaeval-2016"].source
+    )
     assert "convert_vqav2_for_submission.py" in conventions_for("vqav2")["llava"].source
     # every convention of every benchmark names a revision: a commit, a release or decovlm itself
     for name, table in CONVENTIONS.items():

@@ -192,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
     questions, bad = read_questions(args.input)  # bad input is reported before loading the model
     if not questions and not bad:
         raise ValueError(f"--input {args.input}: no questions")
-    model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)
+    model, processor = load_model(
+        args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
+    )
     stats = PredictStats()
     try:
         stats = predict(

@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)  # fail on a bad image before loading the model
     from decovlm.modeling.loading import load_model
 
-    model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)
+    model, processor = load_model(
+        args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
+    )
     explanation = explain(
         model,
         processor,

@@ -29,9 +29,13 @@ class Convention:
 
 # The revisions every source below was read at (tests/test_eval_official.py holds their tables).
 VQA_REPO = "GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py"
-VQA_CURRENT = "a013f0043c1e2cdc995922dfe257f7149aa9af06"  # 2021-03-11 "Fixed processing answers bug"
+VQA_CURRENT = (
+    "a013f0043c1e2cdc995922dfe257f7149aa9af06"  # 2021-03-11 "Fixed processing answers bug"
+)
 VQA_2016 = "458a8b268b1a239dc388e0af4423f3fe7477b04f"  # 2016-10-08, the revision before that fix
-LLAVA = "haotian-liu/LLaVA@c121f0432da27facab705978f83c4ada465e46fd"  # files as of ce1aa08 (LLaVA-1.5)
+LLAVA = (
+    "haotian-liu/LLaVA@c121f0432da27facab705978f83c4ada465e46fd"  # files as of ce1aa08 (LLaVA-1.5)
+)
 LMMS_EVAL = "lmms-eval 0.7.3 (PyPI)"
 VLMEVALKIT = "open-compass/VLMEvalKit@e8e78f0"
 VLM_EVALUATION = "TRI-ML/vlm-evaluation@d9f5896"
