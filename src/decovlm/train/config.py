@@ -11,6 +11,7 @@ values are coerced to the field's type (`training.learning_rate=1e-3` is a float
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -167,6 +168,15 @@ class TrainConfig:
         if t.global_batch_size <= 0 or t.per_device_batch_size <= 0:
             raise ValueError(
                 "training.global_batch_size and per_device_batch_size must be positive"
+            )
+        # The processes torchrun starts (WORLD_SIZE), known before anything is built.
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        step = t.per_device_batch_size * world
+        if t.global_batch_size % step:
+            raise ValueError(
+                f"training.global_batch_size {t.global_batch_size} is not a multiple of "
+                f"training.per_device_batch_size {t.per_device_batch_size} x {world} process(es); "
+                f"use e.g. training.global_batch_size={step * max(1, round(t.global_batch_size / step))}"
             )
         if t.deepspeed and t.fsdp:
             raise ValueError(
