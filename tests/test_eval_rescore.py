@@ -160,7 +160,11 @@ def _cases():
         ("another-run", ev(bench="gqa"), "holds answers of another run"),
         ("batch-size-0", ev("--batch-size", "0"), "--batch-size must be at least 1"),
         ("limit-negative", ev("--limit", "-1"), "--limit must be 0 or more"),
-        ("no-model", lambda r: ["eval", "--benchmark", "pope", "--data", str(r)], "--model required"),
+        (
+            "no-model",
+            lambda r: ["eval", "--benchmark", "pope", "--data", str(r)],
+            "--model required",
+        ),
         ("bad-projector", ev(model="badproj"), "projector 'nosuch_3' cannot be built"),
         (
             "rescore-without-out",
@@ -174,8 +178,16 @@ def _cases():
         ),
         (
             "rescore-unknown-convention",
-            lambda r: ["eval", "--rescore", "--out", str(r / "out"), "--data", str(r / "data"),
-                       "--convention", "nope"],  # fmt: skip
+            lambda r: [
+                "eval",
+                "--rescore",
+                "--out",
+                str(r / "out"),
+                "--data",
+                str(r / "data"),
+                "--convention",
+                "nope",
+            ],  # fmt: skip
             "unknown scoring convention 'nope'",
         ),
     ]

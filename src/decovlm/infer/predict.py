@@ -188,7 +188,7 @@ def write_errors(out: str | os.PathLike, bad: list[dict]) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     from decovlm.errors import UserError
-    from decovlm.modeling.loading import load_model
+    from decovlm.modeling.loading import check_model_folder, load_model
 
     # Bad arguments and input are reported before the model loads.
     if args.batch_size < 1:
@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
             f'--input {args.input}: no questions (the file is empty; one {{"id", "question", '
             '"image"} JSON object per line)'
         )
+    check_model_folder(args.model, "--model")
     model, processor = load_model(
         args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
     )

@@ -103,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     image = read_image(args.image)
-    from decovlm.modeling.loading import load_model
+    from decovlm.modeling.loading import check_model_folder, load_model
+
+    check_model_folder(args.model, "--model")
 
     model, processor = load_model(
         args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
