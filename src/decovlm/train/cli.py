@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"input files: {err}")
             return 0
         check_engine(config)
+        config.check_batch()
         config.check_paths()
     except (ValueError, EngineUnavailable) as err:  # the user's config, overrides or machine
         raise UserError(str(err)) from None
