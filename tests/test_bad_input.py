@@ -159,6 +159,7 @@ def test_resume_without_optimizer_state_is_refused(fx, capsys):
     ckpt = out / "checkpoint-2"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text("{}")
+    (ckpt / "model.safetensors").write_text("x")  # the weights are there, the optimizer is not
     (ckpt / "COMPLETE").write_text("step 2\n")
     argv = ["train", "tiny_noalign", f"data.path={fx / 'data' / 'data.json'}"]
     argv += [f"training.output_dir={out}", "--resume"]

@@ -8,6 +8,8 @@ installed its utilities are also run directly on generated inputs and must agree
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -17,10 +19,12 @@ from decovlm.eval.benchmarks import get_benchmark
 from decovlm.eval.benchmarks.base import EvalItem
 from decovlm.eval.metrics import (
     CONTRACTIONS,
+    CONVENTIONS,
     conventions_for,
     evalai_normalize,
     extract_option,
     gqa_exact_match,
+    llava_vqav2_accuracy,
     mme_scores,
     parse_box,
     parse_mme_answer,
@@ -29,6 +33,7 @@ from decovlm.eval.metrics import (
     resolve_convention,
     seed_letter,
     vqa_accuracy,
+    vqaeval_2016_accuracy,
     vqaeval_accuracy,
 )
 from eval_fixtures import FakeModel
@@ -36,46 +41,110 @@ from eval_fixtures import FakeModel
 TEN = 10
 
 
-# -- VQAv2: the official vqaEval.py ------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "prediction, answers, official",
-    [
-        # ten identical answers are not normalised at all
-        ("t shirt", ["t-shirt"] * TEN, 0.0),
-        ("t-shirt", ["t-shirt"] * TEN, 0.0),  # the prediction is: "t-shirt" -> "t shirt"
-        ("yes", ["Yes"] * TEN, 0.0),  # nor lower-cased
-        ("Dog.", ["dog"] * TEN, 1.0),
-        ("Two", ["2"] * TEN, 1.0),
-        ("  Red \n", ["red"] * TEN, 1.0),
-        ("1,000", ["1000"] * TEN, 1.0),  # a 1,000-style number deletes all punctuation
-        # answers that disagree get the punctuation step only (no articles, no number words)
-        ("T-shirt", ["t-shirt"] * 9 + ["tshirt"], 1.0),
-        ("dog", ["a dog"] * 8 + ["dog"] * 2, 0.6),
-        ("2", ["two"] * 5 + ["2"] * 5, 1.0),
-        ("two", ["two"] * 9 + ["2"], 0.3),  # the prediction becomes "2"
-        # contractions: the official table only
-        ("dont", ["don't"] * 3 + ["no"] * 7, 0.9),
-        ("lets", ["let's"] * TEN, 0.0),
-        ("shes", ["she's"] * TEN, 0.0),
-        ("couldntve", ["couldn't've"] * TEN, 0.0),
-        ("couldnt've", ["couldn't've"] * TEN, 1.0),
-        ("", ["yes"] * TEN, 0.0),
-        (None, ["yes"] * TEN, 0.0),
-    ],
-)
-def test_vqav2_equals_vqaeval(prediction, answers, official):
+# -- VQAv2: the official vqaEval.py -------------------------------------------------------------------
+# GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py at a013f00 (2021-03-11, the
+# current file): both sides are stripped; only when the answers disagree do both get the
+# punctuation and the digit/article/contraction steps.
+VQAEVAL_CURRENT = [
+    # the issue's two cases
+    ("2", ["two"] * 4 + ["3"] * 6, 1.0),
+    ("dog", ["a dog"] * 8 + ["dog"] * 2, 1.0),
+    # ten equal answers: neither side is normalised (only stripped)
+    ("t-shirt", ["t-shirt"] * TEN, 1.0),
+    ("t shirt", ["t-shirt"] * TEN, 0.0),
+    ("Yes", ["yes"] * TEN, 0.0),  # nor lower-cased
+    ("Two", ["2"] * TEN, 0.0),
+    ("Dog.", ["dog"] * TEN, 0.0),
+    ("  red \n", ["red"] * TEN, 1.0),
+    ("red", ["red\n"] * TEN, 1.0),  # answers are stripped too
+    ("Dog", ["dog "] + ["dog"] * 9, 0.0),  # stripped, they agree: "Dog" stays "Dog"
+    # disagreeing answers: everything normalised, on both sides
+    ("Two", ["two"] * 9 + ["2"], 1.0),
+    ("the Dog.", ["a dog"] * 3 + ["cat"] * 7, 0.9),
+    ("1,000", ["1000"] * 9 + ["1,000"], 1.0),  # a 1,000-style number deletes all punctuation
+    ("T-shirt", ["t-shirt"] * 9 + ["tshirt"], 1.0),
+    ("dont", ["don't"] * 3 + ["no"] * 7, 0.9),
+    ("lets", ["let's"] * 3 + ["no"] * 7, 0.0),  # contractions: the official table only
+    ("couldnt've", ["couldn't've"] * 3 + ["no"] * 7, 0.9),
+    ("none", ["0"] * 3 + ["1"] * 7, 0.9),  # "none" is a number word there
+    ("", ["yes"] * TEN, 0.0),
+    (None, ["yes"] * TEN, 0.0),
+]
+# The same file at 458a8b2 (2016-10-08, before the fix): the prediction always normalised, the
+# answers not stripped, and when they disagree given the punctuation step only.
+VQAEVAL_2016 = [
+    ("2", ["two"] * 4 + ["3"] * 6, 0.0),
+    ("dog", ["a dog"] * 8 + ["dog"] * 2, 0.6),
+    ("t-shirt", ["t-shirt"] * TEN, 0.0),  # the prediction is: "t-shirt" -> "t shirt"
+    ("t shirt", ["t-shirt"] * TEN, 0.0),
+    ("yes", ["Yes"] * TEN, 0.0),
+    ("Yes", ["yes"] * TEN, 1.0),
+    ("Two", ["2"] * TEN, 1.0),
+    ("Dog.", ["dog"] * TEN, 1.0),
+    ("red", ["red\n"] * TEN, 0.0),
+    ("Dog", ["dog "] + ["dog"] * 9, 1.0),
+    ("two", ["two"] * 9 + ["2"], 0.3),  # the prediction becomes "2", the answers stay "two"
+    ("1,000", ["1000"] * TEN, 1.0),
+    ("dont", ["don't"] * 3 + ["no"] * 7, 0.9),
+    ("lets", ["let's"] * TEN, 0.0),
+    ("couldntve", ["couldn't've"] * TEN, 0.0),
+    ("couldnt've", ["couldn't've"] * TEN, 1.0),
+    (None, ["yes"] * TEN, 0.0),
+]
+# LLaVA-1.5 (convert_vqav2_for_submission.py): the EvalAI processor on the prediction, then the
+# current file on what it gives.
+LLAVA_VQAV2 = [
+    ("2", ["two"] * 4 + ["3"] * 6, 1.0),
+    ("dog", ["a dog"] * 8 + ["dog"] * 2, 1.0),
+    ("Two.", ["2"] * TEN, 1.0),
+    ("Yes", ["yes"] * TEN, 1.0),
+    ("The dog?", ["dog"] * TEN, 1.0),
+    ("t-shirt", ["t-shirt"] * TEN, 0.0),  # the processor makes it "t shirt", the answers stay
+    ("1,000", ["1,000"] * TEN, 0.0),  # the processor drops the comma
+    ("it's red", ["it's red"] * TEN, 0.0),  # ... and splits off "'s"
+    ("Two", ["two"] * 9 + ["2"], 1.0),
+    (None, ["yes"] * TEN, 0.0),
+]
+
+
+@pytest.mark.parametrize("prediction, answers, official", VQAEVAL_CURRENT)
+def test_vqaeval_equals_the_current_official_file(prediction, answers, official):
     assert vqaeval_accuracy(prediction, answers) == pytest.approx(official)
 
 
-def test_vqav2_default_convention_is_vqaeval_and_evalai_is_an_option():
-    assert resolve_convention("vqav2", {}).name == "vqaeval"
-    # the issue's case: the EvalAI processor on both sides reads the two spellings as one
-    assert vqa_accuracy("t shirt", ["t-shirt"] * TEN) == 1.0
-    assert vqaeval_accuracy("t shirt", ["t-shirt"] * TEN) == 0.0
-    item = EvalItem("1", "q", gold=["t-shirt"] * TEN)
+@pytest.mark.parametrize("prediction, answers, official", VQAEVAL_2016)
+def test_vqaeval_2016_equals_the_2016_official_file(prediction, answers, official):
+    assert vqaeval_2016_accuracy(prediction, answers) == pytest.approx(official)
+
+
+@pytest.mark.parametrize("prediction, answers, official", LLAVA_VQAV2)
+def test_llava_vqav2_equals_evalai_processor_then_the_current_file(prediction, answers, official):
+    assert llava_vqav2_accuracy(prediction, answers) == pytest.approx(official)
+
+
+def test_vqav2_default_is_llava_on_the_current_file_and_each_source_names_its_revision():
+    assert resolve_convention("vqav2", {}).name == "llava"
+    assert list(conventions_for("vqav2")) == ["llava", "vqaeval", "vqaeval-2016", "evalai"]
+    for name in ("llava", "vqaeval"):
+        assert "vqaEval.py @ a013f0043c1e2cdc995922dfe257f7149aa9af06" in (
+            conventions_for("vqav2")[name].source
+        )
+    assert (
+        "458a8b268b1a239dc388e0af4423f3fe7477b04f"
+        in conventions_for("vqav2")["vqaeval-2016"].source
+    )
+    assert "convert_vqav2_for_submission.py" in conventions_for("vqav2")["llava"].source
+    # every convention of every benchmark names a revision: a commit, a release or decovlm itself
+    for name, table in CONVENTIONS.items():
+        for conv in table.values():
+            assert re.search(r"@ ?[0-9a-f]{7}|0\.7\.3|^decovlm:", conv.source), (name, conv)
+    item = EvalItem("1", "q", gold=["two"] * 4 + ["3"] * 6)
     score = get_benchmark("vqav2").score
-    assert score([item], {"1": "t shirt"}, {})["accuracy"] == 0.0
-    assert score([item], {"1": "t shirt"}, {"convention": "evalai"})["accuracy"] == 100.0
+    assert score([item], {"1": "2"}, {})["accuracy"] == 100.0
+    assert score([item], {"1": "2"}, {"convention": "vqaeval-2016"})["accuracy"] == 0.0
+    shirt = EvalItem("2", "q", gold=["t-shirt"] * TEN)
+    assert score([shirt], {"2": "t shirt"}, {"convention": "evalai"})["accuracy"] == 100.0
+    assert score([shirt], {"2": "t-shirt"}, {"convention": "vqaeval"})["accuracy"] == 100.0
 
 
 # -- TextVQA / VizWiz / OK-VQA: LLaVA's m4c evaluator (EvalAI processor on both sides) -----------------
@@ -406,27 +475,48 @@ def test_evalai_processor_and_m4c_accuracy_equal_lmms_eval(lmms):
     check()
 
 
-def test_vqaeval_equals_the_official_steps_on_lmms_eval_primitives(lmms):
-    """vqaEval.py's steps composed from lmms-eval's copies of its two functions."""
+def test_vqa_conventions_equal_the_official_steps_on_lmms_eval_primitives(lmms):
+    """vqaEval.py's `evaluate` at both revisions, composed from lmms-eval's copies of its two
+    steps (and of the EvalAI processor for LLaVA's way), on generated inputs."""
     proc = lmms["processor"]
 
-    def official(pred, gts):
-        res = proc.process_digit_article(
-            proc.process_punctuation(pred.replace("\n", " ").replace("\t", " ").strip())
-        )
-        if len(set(gts)) > 1:
-            gts = [proc.process_punctuation(g) for g in gts]
+    def clean(text):
+        return text.replace("\n", " ").replace("\t", " ").strip()
+
+    def norm(text):
+        return proc.process_digit_article(proc.process_punctuation(text))
+
+    def leave_one_out(res, gts):
         accs = [
             min(1, sum(g == res for j, g in enumerate(gts) if j != i) / 3) for i in range(len(gts))
         ]
         return sum(accs) / len(accs)
 
+    def current(pred, gts):  # a013f00
+        res, gts = clean(pred), [clean(g) for g in gts]
+        if len(set(gts)) > 1:
+            res, gts = norm(res), [norm(g) for g in gts]
+        return leave_one_out(res, gts)
+
+    def of_2016(pred, gts):  # 458a8b2
+        if len(set(gts)) > 1:
+            gts = [proc.process_punctuation(g) for g in gts]
+        return leave_one_out(norm(clean(pred)), gts)
+
     @_FAST
-    @given(pred=st.one_of(_POOL, _ANSWERS), gts=st.lists(_POOL, min_size=10, max_size=10))
+    @given(
+        pred=st.one_of(_POOL, _ANSWERS),
+        gts=st.one_of(
+            st.lists(st.one_of(_POOL, _ANSWERS), min_size=10, max_size=10),
+            st.one_of(_POOL, _ANSWERS).map(lambda a: [a] * TEN),  # unanimous: the other branch
+        ),
+    )
     def check(pred, gts):
         # lmms-eval's comma test is "digit, commas, digit"; vqaEval.py's is one comma only
-        assume(",," not in pred)
-        assert vqaeval_accuracy(pred, gts) == pytest.approx(official(pred, gts))
+        assume(all(",," not in t for t in [pred, *gts]))
+        assert vqaeval_accuracy(pred, gts) == pytest.approx(current(pred, gts))
+        assert vqaeval_2016_accuracy(pred, gts) == pytest.approx(of_2016(pred, gts))
+        assert llava_vqav2_accuracy(pred, gts) == pytest.approx(current(proc(pred), gts))
 
     check()
 
@@ -435,6 +525,7 @@ def test_lmms_eval_vqav2_differs_on_unanimous_answers(lmms):
     """A known difference (docs/evaluation.md): lmms-eval's VQAv2 normalises the answers always."""
     doc = {"answers": [{"answer": "t-shirt", "answer_id": i} for i in range(TEN)], "question_id": 1}
     assert lmms["vqav2"].vqav2_process_results(doc, ["t shirt"])["exact_match"] == 1.0
+    assert llava_vqav2_accuracy("t shirt", ["t-shirt"] * TEN) == 0.0
     assert vqaeval_accuracy("t shirt", ["t-shirt"] * TEN) == 0.0
 
 

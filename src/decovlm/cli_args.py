@@ -8,8 +8,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--device`, `--dtype` and `--use-kernels`, the same for every command that loads a saved model
-    (`decovlm.modeling.loading.load_model(path, args.device, args.dtype, args.use_kernels)`)."""
+    """`--device`, `--dtype`, `--use-kernels` and `--allow-missing-weights`, the same for every
+    command that loads a saved model (`decovlm.modeling.loading.load_model(path, args.device,
+    args.dtype, args.use_kernels, args.allow_missing_weights)`)."""
     parser.add_argument(
         "--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, mps ..."
     )
@@ -23,6 +24,14 @@ def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use transformers' hub kernels (needs the `kernels` package and the hub; default off, "
         "or the DECOVLM_USE_KERNELS environment variable)",
+    )
+    parser.add_argument(
+        "--allow-missing-weights",
+        action="store_const",
+        const=True,
+        default=None,
+        help="load a model whose weights file lacks weights its config.json needs (they start "
+        "random; experiments only; or DECOVLM_ALLOW_MISSING_WEIGHTS=1). Default: refuse, naming them",
     )
 
 

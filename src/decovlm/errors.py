@@ -16,7 +16,11 @@ tests that catch the built-in types keep working.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class UserError(ValueError):
@@ -25,6 +29,65 @@ class UserError(ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or that a named folder must contain) does not exist."""
+
+
+class DiskFullError(UserError):
+    """A write failed because the disk (or quota) is full; nothing written before it was lost."""
+
+
+_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+# How other writers say it: safetensors' Rust IoError, torch's C++ stream writer.
+_FULL_TEXTS = ("no space left on device", "storagefull", "disk quota exceeded")
+_STREAM_TEXTS = ("iostream error", "file write failed", "pytorchstreamwriter failed")
+_NEARLY_FULL = 64 * 2**20  # bytes: below this a failed stream write is taken for a full disk
+
+
+def is_disk_full(err: BaseException, folder: str | os.PathLike | None = None) -> bool:
+    """Whether `err` is a write that failed for want of space in `folder`.
+
+    An OSError with ENOSPC / EDQUOT, or a message that says so (safetensors' writer); torch's
+    checkpoint writer only says `basic_ios::clear: iostream error` or `file write failed`, so
+    that counts when `folder`'s file system has (nearly) no space left.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:  # the cause chain: wrappers re-raise
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
+            return True
+        text = str(err).lower()
+        if any(t in text for t in _FULL_TEXTS):
+            return True
+        if folder is not None and any(t in text for t in _STREAM_TEXTS):
+            try:
+                return shutil.disk_usage(_existing(folder)).free < _NEARLY_FULL
+            except OSError:
+                return False
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _existing(folder: str | os.PathLike) -> str:
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+@contextmanager
+def disk_full_is_a_user_error(folder: str | os.PathLike, rerun: str) -> Iterator[None]:
+    """Turn a full disk while writing under `folder` into one line: the folder, that the disk is
+    full, and `rerun` (what a rerun does with what was already written)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if not is_disk_full(err, folder):
+            raise
+        raise DiskFullError(
+            f"{folder}: the disk is full (no space left on device); free some space and run the "
+            f"same command again: {rerun}"
+        ) from err
 
 
 # Built-in errors that, when they reach the command line, are about a path the user gave (a

@@ -1,6 +1,6 @@
 """Evaluation: pure metrics, benchmark loaders/scorers, a resumable runner, the synthetic benchmark, lmms-eval adapter.
 
-from decovlm.eval import run_benchmark, evaluate_synthetic, decovlm_generate_fn
+from decovlm.eval import run_benchmark, rescore_benchmark, evaluate_synthetic, decovlm_generate_fn
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from decovlm.eval.benchmarks import BENCHMARKS, Benchmark, EvalItem, get_benchmark
-from decovlm.eval.runner import GenerateFn, print_scores, run_benchmark
+from decovlm.eval.runner import GenerateFn, print_scores, rescore_benchmark, run_benchmark
 
 
 def evaluate_synthetic(
@@ -47,5 +47,6 @@ __all__ = [
     "evaluate_synthetic",
     "get_benchmark",
     "print_scores",
+    "rescore_benchmark",
     "run_benchmark",
 ]

@@ -186,7 +186,9 @@ def run(args: argparse.Namespace) -> int:
     from decovlm.modeling.processing import load_image
 
     image = load_image(args.image) if args.image else None  # a bad image fails before loading
-    model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)
+    model, processor = load_model(
+        args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
+    )
     session = ChatSession(model, processor, image, args.chat_template, args.max_new_tokens)
     interactive = sys.stdin.isatty()
     out = sys.stdout

@@ -187,12 +187,24 @@ def write_errors(out: str | os.PathLike, bad: list[dict]) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decovlm.modeling.loading import load_model
+    from decovlm.errors import UserError
+    from decovlm.modeling.loading import check_model_folder, load_model
 
-    questions, bad = read_questions(args.input)  # bad input is reported before loading the model
+    # Bad arguments and input are reported before the model loads.
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    questions, bad = read_questions(args.input)
     if not questions and not bad:
-        raise ValueError(f"--input {args.input}: no questions")
-    model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)
+        raise UserError(
+            f'--input {args.input}: no questions (the file is empty; one {{"id", "question", '
+            '"image"} JSON object per line)'
+        )
+    check_model_folder(args.model, "--model")
+    model, processor = load_model(
+        args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
+    )
     stats = PredictStats()
     try:
         stats = predict(

@@ -92,12 +92,24 @@ def save_explanation(
 
 
 def run(args: argparse.Namespace) -> int:
+    from decovlm.errors import UserError
     from decovlm.interpret.explain import explain, read_image
 
-    image = read_image(args.image)  # fail on a bad image before loading the model
-    from decovlm.modeling.loading import load_model
+    # Bad arguments and a bad image fail before the model loads.
+    if not args.prompt.strip():
+        raise UserError("--prompt is empty: give the question to explain the answer of")
+    if args.answer is not None and not args.answer.strip():
+        raise UserError("--answer is empty: leave it out to explain the generated answer")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    image = read_image(args.image)
+    from decovlm.modeling.loading import check_model_folder, load_model
 
-    model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)
+    check_model_folder(args.model, "--model")
+
+    model, processor = load_model(
+        args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
+    )
     explanation = explain(
         model,
         processor,

@@ -105,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"model folder not found: {path}")
     results = []
     for path in args.model:
-        model, processor = load_model(path, args.device, args.dtype, args.use_kernels)
+        model, processor = load_model(
+            path, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
+        )
         result = score_cases(
             model,
             processor,

@@ -65,6 +65,9 @@ def describe(spec: str, vision_dim: int, llm_dim: int, grid: tuple[int, int]) ->
 
 def run(args: argparse.Namespace) -> int:
     try:
+        for flag, value in (("--vision-dim", args.vision_dim), ("--llm-dim", args.llm_dim)):
+            if value < 1:
+                raise ValueError(f"{flag} must be a positive width, got {value}")
         grid = parse_grid(args.grid)
         rows = [
             describe(s, args.vision_dim, args.llm_dim, grid) for s in (args.spec or example_specs())

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         common = dict(
             device=args.device,
             dtype=args.dtype,
+            allow_missing_weights=args.allow_missing_weights,
             template=args.chat_template,
             max_new_tokens=args.max_new_tokens,
             start_layer=args.start_layer,

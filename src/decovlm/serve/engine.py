@@ -165,11 +165,12 @@ def load_explorer(
     device: str | None = None,
     dtype: str | None = None,
     name: str | None = None,
+    allow_missing_weights: bool | None = None,
     **kwargs,
 ) -> Explorer:
     """An `Explorer` for a saved model folder (model + processor, as `save_pretrained` writes them)."""
     from decovlm.modeling.loading import load_model
 
     path = Path(path)
-    model, processor = load_model(path, device, dtype)
+    model, processor = load_model(path, device, dtype, allow_missing_weights=allow_missing_weights)
     return Explorer(name=name or path.resolve().name, model=model, processor=processor, **kwargs)

@@ -107,6 +107,19 @@ def rotate_checkpoints(output_dir: str | Path, limit: int | None, keep: str | No
 
 OPTIMIZER_FILES = ("optimizer.pt", "optimizer.bin")
 SCHEDULER_FILE = "scheduler.pt"
+MODEL_WEIGHTS = "model weights (model.safetensors)"
+
+
+def has_model_weights(folder: Path) -> bool:
+    """Whether a checkpoint holds the model's weights in a form the Trainer resumes from."""
+    from decovlm.modeling.loading import WEIGHT_FILES
+
+    names = (*WEIGHT_FILES, "adapter_model.safetensors", "adapter_model.bin")
+    return (
+        any((folder / name).is_file() for name in names)
+        or any(p.is_dir() for p in folder.glob("pytorch_model_fsdp*"))  # FSDP sharded state
+        or any(p.is_dir() for p in folder.glob("global_step*"))  # DeepSpeed: its own folder
+    )
 
 
 def missing_resume_state(checkpoint: str | Path) -> list[str]:
@@ -115,6 +128,8 @@ def missing_resume_state(checkpoint: str | Path) -> list[str]:
     missing = []
     if not (folder / "trainer_state.json").is_file():
         missing.append("trainer_state.json")
+    if not has_model_weights(folder):
+        missing.append(MODEL_WEIGHTS)
     has_optimizer = (
         any((folder / name).is_file() for name in OPTIMIZER_FILES)
         or any(folder.glob("rank*-of-*-optimizer.pt"))  # sharded (XLA / FSDP per-rank)
@@ -135,10 +150,16 @@ def check_resumable(checkpoint: str | Path, allow_fresh_optimizer: bool = False)
     from decovlm.errors import UserError
 
     missing = missing_resume_state(checkpoint)
-    if "trainer_state.json" in missing:
+    broken = [m for m in missing if m in ("trainer_state.json", MODEL_WEIGHTS)]
+    if broken:
+        # Nothing is deleted for the user: the folder may hold what they want to inspect.
+        folder = Path(checkpoint)
+        older = [p for _, p, ok in list_checkpoints(folder.parent) if ok and p != folder]
+        older = [p for p in older if _step(p) < _step(folder)]
+        then = f"the run resumes from {older[-1].name}" if older else "the run starts again"
         raise UserError(
-            f"{checkpoint} is marked complete but has no trainer_state.json; delete the folder "
-            "to resume from the one before it"
+            f"{checkpoint} is marked complete but has no {' and no '.join(broken)}: remove that "
+            f"folder and rerun with --resume ({then})"
         )
     if missing and not allow_fresh_optimizer:
         raise UserError(
@@ -147,6 +168,11 @@ def check_resumable(checkpoint: str | Path, allow_fresh_optimizer: bool = False)
             "one); set training.resume_without_optimizer=true to continue anyway"
         )
     return missing
+
+
+def _step(folder: Path) -> int:
+    match = _CKPT.match(folder.name)
+    return int(match.group(1)) if match else -1
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path, bool]]:

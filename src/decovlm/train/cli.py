@@ -66,15 +66,24 @@ def run(args: argparse.Namespace) -> int:
                 print(f"input files: {err}")
             return 0
         check_engine(config)
+        config.check_batch()
         config.check_paths()
     except (ValueError, EngineUnavailable) as err:  # the user's config, overrides or machine
         raise UserError(str(err)) from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from decovlm.errors import disk_full_is_a_user_error
     from decovlm.train.runner import train
 
-    result = train(config, resume=args.resume)
+    # A full disk mid-checkpoint loses nothing (the unfinished folder is never marked COMPLETE):
+    # say so in one line instead of torch's `basic_ios::clear: iostream error` traceback.
+    rerun = (
+        "with --resume it continues from the newest complete checkpoint (an unfinished one is "
+        "never used)"
+    )
+    with disk_full_is_a_user_error(config.training.output_dir, rerun):
+        result = train(config, resume=args.resume)
     print(f"[decovlm] done: {result.global_step} steps; model in {result.model_path}")
     if result.projector_path:
         print(f"[decovlm] projector for the finetune stage: {result.projector_path}")

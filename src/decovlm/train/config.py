@@ -11,6 +11,7 @@ values are coerced to the field's type (`training.learning_rate=1e-3` is a float
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -206,6 +207,20 @@ class TrainConfig:
             make_config(self.model.projector, 64, 64, **self.model.projector_kwargs)
         except (ValueError, TypeError) as err:
             raise ValueError(f"model.projector={self.model.projector}: {err}") from None
+
+    def check_batch(self) -> None:
+        """The global batch is a whole number of per-device batches over the processes torchrun
+        starts (WORLD_SIZE): checked before anything is built (after the engine, whose refusal
+        says more)."""
+        t = self.training
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        step = t.per_device_batch_size * world
+        if t.global_batch_size % step:
+            raise ValueError(
+                f"training.global_batch_size {t.global_batch_size} is not a multiple of "
+                f"training.per_device_batch_size {t.per_device_batch_size} x {world} process(es); "
+                f"use e.g. training.global_batch_size={step * max(1, round(t.global_batch_size / step))}"
+            )
 
     def check_paths(self) -> None:
         """The files a run reads exist (data, align projector, init_from model): fail before loading."""

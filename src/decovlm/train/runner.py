@@ -167,6 +167,7 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
 
     config.validate()
     engine = check_engine(config)  # FSDP / DeepSpeed run for real or refuse, before any work
+    config.check_batch()  # before the model is built, not in training_arguments after it
     single_process_group(engine)
     t = config.training
     out = Path(t.output_dir)

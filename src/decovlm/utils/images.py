@@ -11,14 +11,18 @@ a few Mpx); `DECOVLM_MAX_IMAGE_PIXELS` or `max_pixels=` change it. PIL's own gua
 from 89 Mpx, an error from 179 Mpx) still applies above that.
 
 Errors are `ImageError` (a `UserError`) naming the file: missing, not an image, truncated or
-corrupt, too many pixels, empty.
+corrupt, too many pixels, empty. A PNG whose header promises more rows than its image data holds
+passes PIL's checksums (`verify`) and decodes without a word, the missing rows black; its data is
+measured against its header here (`png_missing_bytes`) and it is refused as truncated.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -82,9 +86,12 @@ def load_image(
     try:
         with _open(source) as img:  # reads the header only
             _check_size(img.size, label, limit)
+            is_png = img.format == "PNG"
             img.verify()  # checksums: catches truncated / corrupt files that decode "fine"
         if hasattr(source, "seek"):
             source.seek(0)
+        if is_png:
+            _check_png_complete(source, label)
         with _open(source) as img:
             rgb = img.convert("RGB")  # decodes, inside the try: bad data fails here
     except ImageError:
@@ -103,6 +110,85 @@ def load_image(
             f"({type(err).__name__}: {detail})"
         ) from None
     return rgb
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+# Adam7 passes: (first column, first row, column step, row step)
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+
+
+def _png_expected_bytes(ihdr: bytes) -> tuple[int, int, int]:
+    """(inflated size the header promises, bytes per row incl. filter byte, height) of a PNG."""
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr[:13])
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+    row = 1 + (width * bits + 7) // 8
+    if not interlace:
+        return height * row, row, height
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        cols, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if cols > 0 and rows > 0:
+            total += rows * (1 + (cols * bits + 7) // 8)
+    return total, row, height
+
+
+def png_missing_bytes(data: IO[bytes]) -> tuple[int, int, int] | None:
+    """(missing, bytes per row, height) when a PNG's image data inflates to less than its header
+    promises; None when it is complete (or not a readable PNG: PIL judges those)."""
+    if data.read(8) != _PNG_SIGNATURE:
+        return None
+    expected = row = height = None
+    inflater, produced = zlib.decompressobj(), 0
+    while True:
+        head = data.read(8)
+        if len(head) < 8:
+            break
+        length, kind = struct.unpack(">I4s", head)
+        body = data.read(length)
+        data.read(4)  # CRC: verify() has checked it
+        if kind == b"IHDR" and len(body) >= 13:
+            expected, row, height = _png_expected_bytes(body)
+        elif kind == b"IDAT" and expected is not None:
+            try:
+                chunk = inflater.decompress(body, expected - produced + 1)
+                while chunk:
+                    produced += len(chunk)
+                    if produced >= expected:
+                        return None
+                    chunk = inflater.decompress(inflater.unconsumed_tail, expected - produced + 1)
+            except zlib.error:
+                return None  # corrupt, not short: PIL's own error says so
+        elif kind == b"IEND":
+            break
+    if expected is None or produced >= expected:
+        return None
+    return expected - produced, row, height
+
+
+def _check_png_complete(source, label: str) -> None:
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            short = png_missing_bytes(f)
+    else:
+        short = png_missing_bytes(source)
+        source.seek(0)
+    if short is None:
+        return
+    missing, row, height = short
+    have = max(0, height - -(-missing // row))
+    raise ImageError(
+        f"cannot read image {label}: the PNG is truncated: its header promises {height} rows, "
+        f"its image data holds about {have} ({missing} bytes short); the rest would be black"
+    )
 
 
 def _open(source) -> Image.Image:

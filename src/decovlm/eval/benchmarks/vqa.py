@@ -10,9 +10,11 @@ Layouts under --data (split names follow the official files):
 - gqa:     <split>_questions.json (dict qid -> {imageId, question, answer}), images images/<imageId>.jpg
 Without annotations (test splits) answers are written but not scored.
 
-Scoring conventions (option `convention`, see docs/evaluation.md): VQAv2 defaults to the official
-`vqaEval.py` (`vqaeval`), OK-VQA / TextVQA / VizWiz to LLaVA's m4c evaluator (`evalai`); GQA to
-LLaVA's exact match (`llava`) or vlm-evaluation's punctuation-free one (`vlm-evaluation`).
+Scoring conventions (option `convention`, see docs/evaluation.md): VQAv2 defaults to LLaVA-1.5's
+way (`llava`: the EvalAI processor on the prediction, then the current official `vqaEval.py`),
+with the bare current `vqaEval.py` (`vqaeval`) and its 2016 revision (`vqaeval-2016`) as options;
+OK-VQA / TextVQA / VizWiz to LLaVA's m4c evaluator (`evalai`); GQA to LLaVA's exact match
+(`llava`) or vlm-evaluation's punctuation-free one (`vlm-evaluation`).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from decovlm.eval.benchmarks.base import (
 )
 from decovlm.eval.metrics import (
     gqa_exact_match,
+    llava_vqav2_accuracy,
     mean,
     resolve_convention,
     vqa_accuracy,
+    vqaeval_2016_accuracy,
     vqaeval_accuracy,
 )
 
@@ -185,7 +189,12 @@ def load_vizwiz(data_dir: Path, split: str | None, options: dict) -> list[EvalIt
     return items
 
 
-_SOFT = {"vqaeval": vqaeval_accuracy, "evalai": vqa_accuracy}
+_SOFT = {
+    "llava": llava_vqav2_accuracy,
+    "vqaeval": vqaeval_accuracy,
+    "vqaeval-2016": vqaeval_2016_accuracy,
+    "evalai": vqa_accuracy,
+}
 
 
 def make_vqa_scorer(benchmark: str):

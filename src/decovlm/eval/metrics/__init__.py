@@ -28,6 +28,7 @@ from decovlm.eval.metrics.conventions import (
 )
 from decovlm.eval.metrics.mme import COGNITION, PERCEPTION, mme_scores, parse_mme_answer
 from decovlm.eval.metrics.normalize import (
+    clean_whitespace,
     evalai_normalize,
     process_digit_article,
     process_punctuation,
@@ -36,9 +37,11 @@ from decovlm.eval.metrics.normalize import (
 from decovlm.eval.metrics.vqa import (
     gqa_exact_match,
     gqa_normalize,
+    llava_vqav2_accuracy,
     mean,
     vqa_accuracy,
     vqa_exact_match,
+    vqaeval_2016_accuracy,
     vqaeval_accuracy,
 )
 from decovlm.eval.metrics.yesno import (
@@ -60,6 +63,7 @@ __all__ = [
     "YesNoScores",
     "choice_accuracy",
     "circular_accuracy",
+    "clean_whitespace",
     "conventions_for",
     "default_convention",
     "evalai_normalize",
@@ -69,6 +73,7 @@ __all__ = [
     "gqa_exact_match",
     "gqa_normalize",
     "iou",
+    "llava_vqav2_accuracy",
     "mean",
     "mme_scores",
     "options_from_list",
@@ -85,6 +90,7 @@ __all__ = [
     "to_pixels",
     "vqa_accuracy",
     "vqa_exact_match",
+    "vqaeval_2016_accuracy",
     "vqaeval_accuracy",
     "vqaeval_prediction",
     "xywh_to_xyxy",

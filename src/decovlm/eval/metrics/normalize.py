@@ -1,9 +1,11 @@
 """VQA answer normalisation, step for step as the official scorers do it.
 
-Two processors share the same two steps (`process_punctuation`, `process_digit_article`):
-- `vqaeval_prediction`: what the official VQA `vqaEval.py` does to a *prediction*: newlines and
-  tabs to spaces, strip, punctuation, digits/articles/contractions. (Annotator answers get only the
-  punctuation step there, and only when they disagree: see `vqa.vqaeval_accuracy`.)
+The official scorers share the same steps (`clean_whitespace`, `process_punctuation`,
+`process_digit_article`); which of them run on which side, and when, differs by scorer and
+revision (see `vqa.py`):
+- `vqaeval_prediction`: what the 2016 revision of the official VQA `vqaEval.py` did to every
+  *prediction*: newlines and tabs to spaces, strip, punctuation, digits/articles/contractions.
+  (The current revision does the last two steps only when the annotators disagree.)
 - `evalai_normalize`: the EvalAI answer processor (MMF; LLaVA's `m4c_evaluator.py`, lmms-eval's
   TextVQA / VizWiz / OK-VQA), applied to prediction and annotator answers alike. It first runs a
   `word_tokenize` step the official script does not have: lower-case, drop every "," and "?",
@@ -72,6 +74,7 @@ __all__ = [
     "CONTRACTIONS",
     "NUMBER_WORDS",
     "PUNCTUATION",
+    "clean_whitespace",
     "evalai_normalize",
     "process_digit_article",
     "process_punctuation",
@@ -99,10 +102,14 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(w, w) for w in words)
 
 
+def clean_whitespace(text: str) -> str:
+    """The official first step on every answer: newlines and tabs to spaces, then stripped."""
+    return str(text).replace("\n", " ").replace("\t", " ").strip()
+
+
 def vqaeval_prediction(answer: str) -> str:
-    """A prediction as the official `vqaEval.py` compares it (no lower-casing before punctuation)."""
-    text = str(answer).replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    """A prediction as the 2016 `vqaEval.py` compared it (no lower-casing before punctuation)."""
+    return process_digit_article(process_punctuation(clean_whitespace(answer)))
 
 
 def evalai_normalize(answer: str) -> str:

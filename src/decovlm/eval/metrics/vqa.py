@@ -1,13 +1,20 @@
 """Open-ended answer metrics: VQA soft accuracy (VQAv2, TextVQA, VizWiz, OK-VQA) and GQA exact match.
 
-Two soft-accuracy conventions, each equal to an official scorer:
-- `vqaeval_accuracy`: the official VQA `vqaEval.py` (VQAv2's own scorer). The prediction is
-  normalised (`vqaeval_prediction`); annotator answers are left as they are when all of them agree,
-  and otherwise get the punctuation step only (no lower-casing, no number words, no articles).
+Soft-accuracy conventions, each equal to a named official scorer at a named revision:
+- `vqaeval_accuracy`: the official VQA `vqaEval.py` as it is now (GT-Vision-Lab/VQA
+  `PythonEvaluationTools/vqaEvaluation/vqaEval.py` at a013f00, 2021-03-11, "Fixed processing
+  answers bug"). Prediction and annotator answers: newlines and tabs to spaces, stripped. Then,
+  only when the ten answers disagree, both sides get the punctuation step and the
+  digit/article/contraction step; when they all agree nothing else is done to either side.
+- `llava_vqav2_accuracy`: what LLaVA-1.5's VQAv2 numbers are: LLaVA's
+  `scripts/convert_vqav2_for_submission.py` runs the EvalAI answer processor on the prediction
+  and the server scores it with `vqaEval.py` (`vqaeval_accuracy` of the processed prediction).
+- `vqaeval_2016_accuracy`: `vqaEval.py` before that fix (458a8b2, 2016-10-08): the prediction is
+  always normalised; disagreeing answers get the punctuation step only.
 - `vqa_accuracy`: LLaVA's `m4c_evaluator.py` (TextVQA; lmms-eval's TextVQA / VizWiz / OK-VQA):
   the EvalAI processor on prediction and annotator answers alike.
-Both average min(#matching other annotators / 3, 1) over the leave-one-out subsets, by position
-(the official script compares answer records that differ by `answer_id`).
+All average min(#matching other annotators / 3, 1) over the leave-one-out subsets, by position
+(the official script compares answer records, which differ by `answer_id`).
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import string
 from collections.abc import Sequence
 
 from decovlm.eval.metrics.normalize import (
+    clean_whitespace,
     evalai_normalize,
+    process_digit_article,
     process_punctuation,
     vqaeval_prediction,
 )
@@ -30,25 +39,67 @@ def _leave_one_out(pred: str, gts: Sequence[str]) -> float:
     return sum(min((total - int(m)) / 3.0, 1.0) for m in matches) / len(matches)
 
 
-def vqaeval_accuracy(prediction: str | None, answers: Sequence[str]) -> float:
-    """VQA accuracy in [0, 1] exactly as the official `vqaEval.py` computes it.
-
-    Example: prediction "t shirt", ten answers "t-shirt": the answers agree, so they are not
-    normalised, and "t shirt" != "t-shirt" scores 0.0 (the EvalAI processor would give 1.0).
-    With a single reference answer (not a VQA file) the score is exact match after the same steps.
-    `None` (no prediction, e.g. a missing image) scores 0.
-    """
-    if not answers:
-        raise ValueError("vqaeval_accuracy needs at least one reference answer")
-    if prediction is None:
-        return 0.0
-    pred = vqaeval_prediction(prediction)
-    gts = [str(a) for a in answers]
-    if len(set(gts)) > 1:
-        gts = [process_punctuation(a) for a in gts]
+def _soft(pred: str, gts: Sequence[str]) -> float:
+    # A single reference answer (not a VQA file) scores exact match: the official leave-one-out
+    # would compare with nobody and give 0 whatever the prediction.
     if len(gts) == 1:
         return float(pred == gts[0])
     return _leave_one_out(pred, gts)
+
+
+def _check(answers: Sequence[str], who: str) -> None:
+    if not answers:
+        raise ValueError(f"{who} needs at least one reference answer")
+
+
+def vqaeval_accuracy(prediction: str | None, answers: Sequence[str]) -> float:
+    """VQA accuracy in [0, 1] as the current official `vqaEval.py` (a013f00) computes it.
+
+    Examples: "2" against four "two" and six "3" scores 1.0 (the answers disagree, so "two"
+    becomes "2" on their side too); "t-shirt" against ten "t-shirt" scores 1.0 and "Yes" against
+    ten "yes" 0.0 (ten equal answers: neither side is normalised). `None` (no prediction, e.g. a
+    missing image) scores 0.
+    """
+    _check(answers, "vqaeval_accuracy")
+    if prediction is None:
+        return 0.0
+    pred = clean_whitespace(prediction)
+    gts = [clean_whitespace(a) for a in answers]
+    # The test is on the stripped answers, before any other step (the 2021 order).
+    if len(set(gts)) > 1:
+        gts = [process_digit_article(process_punctuation(a)) for a in gts]
+        pred = process_digit_article(process_punctuation(pred))
+    return _soft(pred, gts)
+
+
+def llava_vqav2_accuracy(prediction: str | None, answers: Sequence[str]) -> float:
+    """VQAv2 accuracy as LLaVA-1.5's published numbers: EvalAI processor on the prediction, then
+    the official `vqaEval.py` (a013f00).
+
+    Example: "Two." against ten "2" scores 1.0 (the processor makes it "2"); "t-shirt" against ten
+    "t-shirt" scores 0.0 (the processor makes it "t shirt", the unanimous answers stay as written).
+    """
+    _check(answers, "llava_vqav2_accuracy")
+    if prediction is None:
+        return 0.0
+    return vqaeval_accuracy(evalai_normalize(prediction), answers)
+
+
+def vqaeval_2016_accuracy(prediction: str | None, answers: Sequence[str]) -> float:
+    """VQA accuracy as `vqaEval.py` computed it from 2016 until the 2021 fix (458a8b2).
+
+    Example: "t shirt", ten answers "t-shirt": the answers agree, so they are not normalised, and
+    "t shirt" != "t-shirt" scores 0.0; "2" against four "two" and six "3" scores 0.0 (the
+    disagreeing answers get the punctuation step only, "two" stays "two").
+    """
+    _check(answers, "vqaeval_2016_accuracy")
+    if prediction is None:
+        return 0.0
+    pred = vqaeval_prediction(prediction)
+    gts = [str(a) for a in answers]  # not stripped in this revision
+    if len(set(gts)) > 1:
+        gts = [process_punctuation(a) for a in gts]
+    return _soft(pred, gts)
 
 
 def vqa_accuracy(prediction: str | None, answers: Sequence[str]) -> float:
@@ -59,15 +110,10 @@ def vqa_accuracy(prediction: str | None, answers: Sequence[str]) -> float:
     reference answer scores exact match (the leave-one-out subsets would be empty). `None`
     (no prediction, e.g. a missing image) scores 0.
     """
-    if not answers:
-        raise ValueError("vqa_accuracy needs at least one reference answer")
+    _check(answers, "vqa_accuracy")
     if prediction is None:
         return 0.0
-    pred = evalai_normalize(prediction)
-    gts = [evalai_normalize(a) for a in answers]
-    if len(gts) == 1:
-        return float(pred == gts[0])
-    return _leave_one_out(pred, gts)
+    return _soft(evalai_normalize(prediction), [evalai_normalize(a) for a in answers])
 
 
 def vqa_exact_match(prediction: str | None, answer: str) -> float:
