@@ -149,6 +149,10 @@ class TrainConfig:
     training: TrainingSection = field(default_factory=TrainingSection)
 
     def validate(self) -> None:
+        """Check every section; a config already validated and unchanged since is not checked again
+        (the command line validates before `train()` does)."""
+        if getattr(self, "_validated", None) == self.to_dict():
+            return
         apply_stage_prefix(self)
         t = self.training
         if t.stage not in STAGES:
@@ -173,7 +177,7 @@ class TrainConfig:
                 "training.deepspeed and training.fsdp are both set: choose one engine "
                 "(training.deepspeed=null or training.fsdp='')"
             )
-        from decovlm.modeling.chat_template import CHAT_TEMPLATES
+        from decovlm.chat_template import CHAT_TEMPLATES
 
         if self.data.template not in CHAT_TEMPLATES:
             raise ValueError(
@@ -191,12 +195,14 @@ class TrainConfig:
         resolve_engine_file(t.deepspeed, "deepspeed")
         resolve_engine_file(t.fsdp_config, "fsdp_config")
         self._check_projector()
+        self._validated = self.to_dict()
 
     def _check_projector(self) -> None:
-        # Parse the spec (and its kwargs) now, with stand-in widths, so a bad spec is a one-line
-        # error before any weights are loaded; the real widths are checked again at build time.
+        # Check the spec's kwargs now, with stand-in widths, so a bad one is a one-line error
+        # before any weights are loaded; the real widths are checked again at build time.
         from decovlm.projectors.registry import make_config
 
+        canonical_projector(self)
         try:
             make_config(self.model.projector, 64, 64, **self.model.projector_kwargs)
         except (ValueError, TypeError) as err:
@@ -330,7 +336,9 @@ def resolve_preset(name_or_path: str | Path) -> Path:
     candidate = PRESET_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
-    raise FileNotFoundError(
+    from decovlm.errors import MissingFileError
+
+    raise MissingFileError(
         f"no config file or preset {str(name_or_path)!r}; presets: {', '.join(list_presets())}"
     )
 
@@ -398,8 +406,25 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     data = apply_overrides(load_yaml_with_inherit(name_or_path), overrides or [])
-    # `{projector}` first, with the prefix: a one-stage run never shares a two-stage run's folder.
-    return apply_stage_prefix(substitute_projector(config_from_dict(data)))
+    config = config_from_dict(data)
+    # `{projector}` in the canonical spelling and with the prefix: a one-stage run never shares a
+    # two-stage run's folder, and `AvgPool2_144` finds the align run of `avgpool2_144`.
+    return apply_stage_prefix(substitute_projector(canonical_projector(config)))
+
+
+def canonical_projector(config: TrainConfig) -> TrainConfig:
+    """`model.projector` in its canonical spelling (`decovlm.projectors.ProjectorSpec`), the
+    DeCo fork's `no-align+` prefix kept for `apply_stage_prefix`. A bad spec raises ValueError."""
+    from decovlm.projectors.registry import ProjectorSpec
+
+    spec = config.model.projector.strip()
+    prefix = NO_ALIGN_PREFIX if spec.lower().startswith(NO_ALIGN_PREFIX) else ""
+    try:
+        parsed = ProjectorSpec.parse(spec[len(prefix) :])
+    except ValueError as err:
+        raise ValueError(f"model.projector={spec}: {err}") from None
+    config.model.projector = prefix + str(parsed)
+    return config
 
 
 def apply_stage_prefix(config: TrainConfig) -> TrainConfig:
