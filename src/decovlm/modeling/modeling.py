@@ -73,7 +73,7 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             else AutoModelForCausalLM.from_config(config.text_config)
         )
         self.projector: Projector = build_projector(
-            config.projector,
+            config.projector_spec,
             vision_dim=config.vision_config.hidden_size,
             llm_dim=config.text_config.hidden_size,
             **config.projector_kwargs,
@@ -197,11 +197,14 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             features = features[:, prefix:]
         return features, grid
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """LLM input tokens (n_images, M, Dl) for a batch of images."""
-        features, grid = self.encode_patches(pixel_values)
+    def project_patches(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The projector's M tokens (n_images, M, Dl) for patch features on an (h, w) grid."""
         proj_dtype = next(self.projector.parameters(), features).dtype
         return self.projector(features.to(proj_dtype), grid=grid)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """LLM input tokens (n_images, M, Dl) for a batch of images."""
+        return self.project_patches(*self.encode_patches(pixel_values))
 
     def merge_image_tokens(
         self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, image_features: torch.Tensor
