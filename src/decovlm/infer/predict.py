@@ -208,9 +208,8 @@ def write_errors(out: str | os.PathLike, bad: list[dict]) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from decovlm.modeling.loading import load_model
 
-    questions, bad = read_questions(
-        args.input, args.prediction_key
-    )  # bad input is reported before loading the model
+    # bad input is reported before loading the model
+    questions, bad = read_questions(args.input, args.prediction_key)
     if not questions and not bad:
         raise ValueError(f"--input {args.input}: no questions")
     model, processor = load_model(args.model, args.device, args.dtype, args.use_kernels)

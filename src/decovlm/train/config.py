@@ -15,9 +15,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from decovlm.projectors.registry import ProjectorSpec
 
 PRESET_DIR = Path(__file__).parent / "presets"
 STAGES = ("align", "finetune", "no-align")
@@ -202,9 +205,9 @@ class TrainConfig:
         # before any weights are loaded; the real widths are checked again at build time.
         from decovlm.projectors.registry import make_config
 
-        canonical_projector(self)
+        spec = canonical_projector(self)
         try:
-            make_config(self.model.projector, 64, 64, **self.model.projector_kwargs)
+            make_config(spec, 64, 64, **self.model.projector_kwargs)
         except (ValueError, TypeError) as err:
             raise ValueError(f"model.projector={self.model.projector}: {err}") from None
 
@@ -409,12 +412,13 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
     config = config_from_dict(data)
     # `{projector}` in the canonical spelling and with the prefix: a one-stage run never shares a
     # two-stage run's folder, and `AvgPool2_144` finds the align run of `avgpool2_144`.
-    return apply_stage_prefix(substitute_projector(canonical_projector(config)))
+    canonical_projector(config)
+    return apply_stage_prefix(substitute_projector(config))
 
 
-def canonical_projector(config: TrainConfig) -> TrainConfig:
-    """`model.projector` in its canonical spelling (`decovlm.projectors.ProjectorSpec`), the
-    DeCo fork's `no-align+` prefix kept for `apply_stage_prefix`. A bad spec raises ValueError."""
+def canonical_projector(config: TrainConfig) -> ProjectorSpec:
+    """Write `model.projector` in its canonical spelling (the DeCo fork's `no-align+` prefix kept
+    for `apply_stage_prefix`) and return the spec; a bad spec raises ValueError naming the key."""
     from decovlm.projectors.registry import ProjectorSpec
 
     spec = config.model.projector.strip()
@@ -424,7 +428,7 @@ def canonical_projector(config: TrainConfig) -> TrainConfig:
     except ValueError as err:
         raise ValueError(f"model.projector={spec}: {err}") from None
     config.model.projector = prefix + str(parsed)
-    return config
+    return parsed
 
 
 def apply_stage_prefix(config: TrainConfig) -> TrainConfig:
