@@ -1,12 +1,14 @@
 """`decovlm demo`: the report has every section, reruns reuse finished work, claims follow the numbers."""
 
 import json
+import re
 
 import pytest
 
 from decovlm.cli import main as cli_main
 from decovlm.demo.config import DemoConfig
 from decovlm.demo.report import curve_auc
+from decovlm.errors import UserError
 
 GROUNDING = ["--budget", "grounding_steps=3"]
 
@@ -119,15 +121,26 @@ def test_curve_auc_and_projector_choice():
     ]  # fmt: skip
 
 
-def test_bad_arguments_fail_clearly():
-    with pytest.raises(SystemExit, match="--tokens"):
-        cli_main(["demo", "--tokens", "15"])
-    with pytest.raises(SystemExit, match="unknown projector spec"):
-        cli_main(["demo", "--extra", "nonsense"])
-    with pytest.raises(SystemExit, match="--budget 'steps=3'.*finetune_steps"):
-        cli_main(["demo", "--budget", "steps=3"])
-    with pytest.raises(SystemExit, match="'abc' is not a valid int"):
-        cli_main(["demo", "--budget", "finetune_steps=abc"])
+def test_bad_arguments_fail_clearly(capsys):
+    for argv, message in [
+        (["--tokens", "15"], "--tokens"),
+        (["--extra", "nonsense"], "unknown projector spec"),
+        (["--extra", "no-align+avgpool2_16"], "unknown projector spec"),
+        (["--budget", "steps=3"], "--budget 'steps=3'.*finetune_steps"),
+        (["--budget", "finetune_steps=abc"], "'abc' is not a valid int"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+    ]:
+        assert cli_main(["demo", *argv]) == 2
+        assert re.match(f"decovlm demo: error: .*{message}", capsys.readouterr().err), argv
+        with pytest.raises(UserError, match=message):
+            cli_main(["demo", *argv, "--debug"])
+
+
+def test_short_names_take_the_token_count_and_full_specs_keep_theirs():
+    config = DemoConfig(tokens=4, extra=["resampler", "QFormer2_64", "linear", "deco"])
+    assert config.projectors == [
+        "mlp2x_gelu", "avgpool2_4", "qformer2_4", "resampler2_4", "qformer2_64", "linear",
+    ]  # fmt: skip
 
 
 def test_budget_overrides_are_typed_like_the_budget():
@@ -142,7 +155,7 @@ def test_budget_overrides_are_typed_like_the_budget():
 def test_gpu_preset_resolves_and_is_chosen_only_with_cuda(monkeypatch):
     from decovlm.demo import config
     from decovlm.demo.cli import parse_budget
-    from decovlm.projectors import parse_spec
+    from decovlm.projectors import ProjectorSpec
     from decovlm.world.backbones import BUDGETS as BACKBONES
 
     monkeypatch.setattr(config, "cuda_available", lambda: False)
@@ -160,7 +173,7 @@ def test_gpu_preset_resolves_and_is_chosen_only_with_cuda(monkeypatch):
         "avgpool2_4", "qformer2_4", "maxpool2_4", "cabstractor_4",
     ]  # fmt: skip
     for spec in gpu.projectors:
-        parse_spec(spec)
+        assert str(ProjectorSpec.parse(spec)) == spec  # canonical
     assert gpu.budget.backbones in BACKBONES and BACKBONES["gpu"]["vision"].geometry_weight > 0
     overrides = parse_budget(["gpu", "finetune_steps=10"])
     assert overrides == {"_preset": "gpu", "finetune_steps": 10}

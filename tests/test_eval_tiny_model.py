@@ -47,6 +47,37 @@ def test_generate_fn_batches_match_single(saved_tiny):
     assert "<image>" not in " ".join(single)
 
 
+def test_finished_rows_leave_the_batch_and_answers_do_not_change(monkeypatch):
+    """greedy_ids decodes in rounds and drops finished rows: the same answers as one generate."""
+    from decovlm.eval import generate
+    from decovlm.eval.generate import encode_questions, greedy_ids
+
+    model, processor = tiny_model("avgpool2_4")
+    model.eval()
+    questions = ["what colour is the circle ?", "how many objects ?", "is there a red square ?"]
+    batch = [
+        (Image.new("RGB", (32, 32), c), q) for c, q in zip(["red", "blue", "green"], questions)
+    ]
+    inputs = encode_questions(processor, batch)
+    n = inputs["input_ids"].shape[1]
+    with torch.no_grad():
+        free = model.generate(**inputs, max_new_tokens=12, do_sample=False)[:, n:].tolist()
+    # End tokens that finish row 0 after 1 token and row 1 after 9 (a random model has none):
+    # row 0 leaves after the first round of 8, the batch goes on with rows 1 and 2.
+    eos = {free[0][1], free[1][9]}
+    cut = [row[: next((i for i, t in enumerate(row) if t in eos), len(row))] for row in free]
+    assert len(cut[0]) <= 1 and len(cut[2]) > len(cut[0])
+    model.generation_config.eos_token_id = sorted(eos)
+    sizes = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: sizes.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    monkeypatch.setattr(generate, "FIRST_ROUND", 8)
+    assert greedy_ids(model, processor.tokenizer, inputs, 12) == cut
+    hook.remove()
+    assert sizes[0] == 3 and sizes[-1] < 3  # finished rows were dropped, KV cache rows with them
+
+
 def test_cli_eval_synthetic_end_to_end(saved_tiny, tmp_path, capsys):
     _, _, model_dir = saved_tiny
     data = tmp_path / "world"

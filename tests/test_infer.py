@@ -91,16 +91,17 @@ def test_predict_answers_resumes_and_records_bad_rows_once(saved, images, tmp_pa
     _, _, path = saved
     questions = images.parent / "questions.jsonl"
     good = [
-        {"id": "a", "image": "images/red.png", "question": "what colour is the circle ?"},
+        {"id": "a", "image": "images/red.png", "question": "what colour is the circle ?", "answer": "red"},
         {"id": "b", "question": "how many objects ?"},  # text only
-        {"id": 7, "image": "images/blue.png", "question": "what colour ?"},
-    ]
+        {"id": 7, "image": "images/blue.png", "question": "what colour ?", "split": ["val", 2]},
+    ]  # fmt: skip
     bad = [
         "{not json",
         {"id": "c", "image": "images/missing.png", "question": "what ?"},
         {"id": "a", "question": "a duplicate id"},
         {"id": "d", "image": "images/red.png"},
         {"id": "e", "image": "images/broken.png", "question": "what colour ?"},
+        {"id": "g", "question": "what ?", "prediction": "an earlier model's"},
     ]
     _write(questions, good[:1] + bad + good[1:])
     out = tmp_path / "answers.jsonl"
@@ -110,14 +111,16 @@ def test_predict_answers_resumes_and_records_bad_rows_once(saved, images, tmp_pa
     printed = capsys.readouterr().out
     rows = read_jsonl(out)
     assert [r["id"] for r in rows] == ["a", "b", 7]
-    assert all(isinstance(r["answer"], str) for r in rows)
-    assert rows[0]["image"] == "images/red.png" and "image" not in rows[1]
+    assert all(isinstance(r["prediction"], str) for r in rows)
+    # every input field is kept as it was, the reference answer included
+    assert [{k: v for k, v in r.items() if k != "prediction"} for r in rows] == good
     errors = read_jsonl(out.with_name("answers.errors.jsonl"))
-    assert len(errors) == 5 and "skipped 5 bad row(s)" in printed
+    assert len(errors) == 6 and "skipped 6 bad row(s)" in printed
     assert "line 2" in printed and "id c" in printed and "id e" in printed
     reasons = " | ".join(e["error"] for e in errors)
     for part in ("not valid JSON", "image not found", "duplicate id", "question", "cannot read"):
         assert part in reasons
+    assert 'already has a "prediction" field' in reasons
 
     # resume: a crash left half a line; a new question was added
     with out.open("a", encoding="utf-8") as f:
@@ -127,7 +130,7 @@ def test_predict_answers_resumes_and_records_bad_rows_once(saved, images, tmp_pa
     printed = capsys.readouterr().out
     assert [r["id"] for r in read_jsonl(out)] == ["a", "b", 7, "f"]
     assert "answered 1 question(s)" in printed and "(3 already there)" in printed
-    assert len(read_jsonl(out.with_name("answers.errors.jsonl"))) == 5  # once, not twice
+    assert len(read_jsonl(out.with_name("answers.errors.jsonl"))) == 6  # once, not twice
 
 
 def test_predict_batches_agree_with_eval_at_batch_size_one(saved, images, tmp_path):
@@ -142,7 +145,7 @@ def test_predict_batches_agree_with_eval_at_batch_size_one(saved, images, tmp_pa
     predict(model, processor, found, tmp_path / "a.jsonl", batch_size=1, max_new_tokens=3)
     image = Image.open(images / "red.png").convert("RGB")
     expected = decovlm_generate_fn(model, processor, max_new_tokens=3)([(image, "what colour ?")])
-    assert read_jsonl(tmp_path / "a.jsonl")[0]["answer"] == expected[0]
+    assert read_jsonl(tmp_path / "a.jsonl")[0]["prediction"] == expected[0]
 
 
 def test_predict_input_errors_are_one_line(saved, tmp_path, capsys):

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from decovlm.cli import main
+from decovlm.errors import UserError
 from decovlm.interpret import load_cases, score_cases
 from decovlm.testing import tiny_model
 
@@ -128,8 +129,8 @@ def test_score_cases_and_eval_cli(saved, tmp_path):
                "--cases", str(world / "eval" / "relevance_cases.jsonl"), "--out", str(out / "own")])  # fmt: skip
     data = json.loads((out / "own" / "relevance_scores.json").read_text())
     assert list(data["models"][0]["methods"]) == ["gae"]
-    with pytest.raises(ValueError, match="--model"):
-        main(["explain-eval", "--out", str(out)])
+    with pytest.raises(UserError, match="--model"):
+        main(["explain-eval", "--out", str(out), "--debug"])
 
 
 def test_load_cases_errors(tmp_path):

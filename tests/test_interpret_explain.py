@@ -246,3 +246,32 @@ def test_extra_methods_that_do_not_apply(image):
         explain(model, processor, image, PROMPT, answer=ANSWER, extra_methods="lrp")
     with pytest.raises(ValueError, match="no Query-to-Patch method 'attention'"):
         expl.word_map(0, "attention")
+
+
+def test_explained_logits_follow_the_models_own_steps(image, monkeypatch):
+    """explain's pass goes through the model's methods: change one of them and both follow."""
+    from decovlm.interpret.explain import explain_mode, teacher_forced_pass
+
+    model, processor = tiny_model("avgpool2_4")
+    batch = processor(text=[PROMPT], images=[image], return_tensors="pt")
+    ans = processor.tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
+    ids = torch.cat([batch["input_ids"][0], torch.tensor(ans)])[None]
+
+    def both():
+        with explain_mode(model), torch.enable_grad():
+            explained = teacher_forced_pass(model, batch["pixel_values"], ids)[-1].logits.detach()
+        with torch.no_grad():
+            plain = model(input_ids=ids, pixel_values=batch["pixel_values"]).logits
+        return explained, plain
+
+    before, plain = both()
+    torch.testing.assert_close(before, plain)
+    project, merge = model.project_patches, model.merge_image_tokens
+    monkeypatch.setattr(model, "project_patches", lambda f, g: 3 * project(f, g))
+    after, plain = both()
+    torch.testing.assert_close(after, plain)
+    assert not torch.allclose(after, before, atol=1e-3)
+    monkeypatch.setattr(model, "merge_image_tokens", lambda i, e, t: merge(i, e + 1.0, t))
+    merged, plain = both()
+    torch.testing.assert_close(merged, plain)
+    assert not torch.allclose(merged, after, atol=1e-3)

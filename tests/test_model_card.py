@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
+from decovlm.chat_template import BUILTIN_TEMPLATES
 from decovlm.cli import main
 from decovlm.data.toy import write_toy_dataset
 from decovlm.modeling.card import model_card
-from decovlm.modeling.chat_template import BUILTIN_TEMPLATES
 from decovlm.modeling.loading import load_model
 from decovlm.testing import tiny_model, tiny_tokenizer, tiny_vision
 from decovlm.train import load_config, train

@@ -9,11 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from decovlm.projectors import (
+    ProjectorSpec,
     build_projector,
     config_from_dict,
     example_specs,
     families,
-    parse_spec,
+    registry,
 )
 from decovlm.projectors.pixelshuffle import space_to_depth
 
@@ -42,7 +43,7 @@ ALL_SPECS = list(dict.fromkeys(example_specs() + EXTRA_SPECS))
 
 def build(spec: str, vision_dim: int = DV, llm_dim: int = DL, **overrides) -> torch.nn.Module:
     torch.manual_seed(0)
-    family = parse_spec(spec)[0].name
+    family = ProjectorSpec.parse(spec).family
     return build_projector(spec, vision_dim, llm_dim, **{**SMALL.get(family, {}), **overrides})
 
 
@@ -52,7 +53,64 @@ def test_every_family_has_examples_and_registers():
     for fam in families().values():
         assert fam.examples, fam.name
         for spec in fam.examples:
-            assert parse_spec(spec)[0].name == fam.name
+            assert ProjectorSpec.parse(spec).family == fam.name
+
+
+# -- ProjectorSpec: the one parser of spec strings ----------------------------------------------
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_spec_round_trips_through_its_canonical_string(spec):
+    parsed = ProjectorSpec.parse(spec)
+    assert str(parsed) == spec  # every spec of the study is written canonically
+    assert ProjectorSpec.parse(str(parsed)) == parsed
+    assert ProjectorSpec.parse(spec.upper()) == parsed and ProjectorSpec.parse(parsed) is parsed
+
+
+@pytest.mark.parametrize(
+    "spec, canonical, tokens",
+    [
+        ("AvgPool2_144", "avgpool2_144", 144),
+        (" gelu-mlp ", "mlp2x_gelu", None),
+        ("QFORMER2_64", "qformer2_64", 64),
+        ("resampler6_144", "resampler6_144", 144),
+        ("ldpv2", "ldpv2", 144),  # MobileVLM-v2's fixed 12x12
+        ("pixelshuffle2", "pixelshuffle2", None),  # M = N / 4: set by the grid
+    ],
+)
+def test_spec_canonical_form_and_token_count(spec, canonical, tokens):
+    parsed = ProjectorSpec.parse(spec)
+    assert (str(parsed), parsed.tokens) == (canonical, tokens)
+
+
+def test_with_tokens_changes_only_the_token_count():
+    assert str(ProjectorSpec.parse("qformer2_144").with_tokens(16)) == "qformer2_16"
+    assert str(ProjectorSpec.parse("maxpool3_144").with_tokens(64)) == "maxpool3_64"
+    assert str(ProjectorSpec.parse("ldpv2").with_tokens(16)) == "ldpv2_16"
+    assert ProjectorSpec.parse("resampler6_144").with_tokens(64).fields == {
+        "num_layers": 6, "num_latents": 64,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="mlp2x_gelu has no token count of its own"):
+        ProjectorSpec.parse("mlp2x_gelu").with_tokens(16)
+
+
+@pytest.mark.parametrize("bad", ["", "avgpool", "avgpool2_", "no-align+avgpool2_144", 144, None])
+def test_bad_specs_name_the_spec_and_the_syntaxes(bad):
+    from decovlm.errors import UserError
+
+    with pytest.raises(UserError, match="projector spec") as err:
+        ProjectorSpec.parse(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_a_family_that_fails_to_import_is_an_error_naming_it(monkeypatch):
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(
+        registry, "_FAMILY_MODULES", (*registry._FAMILY_MODULES, "decovlm.projectors.nosuchfamily")
+    )
+    with pytest.raises(ImportError, match="decovlm.projectors.nosuchfamily failed to import"):
+        ProjectorSpec.parse("avgpool2_144")
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_FAMILY_MODULES", ("decovlm.projectors.mlp",))
+    assert str(ProjectorSpec.parse("gelu-mlp")) == "mlp2x_gelu"  # importable again: no error
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)

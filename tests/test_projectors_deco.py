@@ -125,8 +125,10 @@ def test_impossible_requests_fail_early_and_clearly():
         proj(torch.randn(1, 577, DV))  # the seed code would crash inside einops here
 
 
-def test_no_align_prefix_is_accepted():
-    assert build_projector("no-align+avgpool2_64", DV, DL).num_output_tokens(24, 24) == 64
+def test_no_align_prefix_is_not_a_projector():
+    # A training choice (decovlm.train), refused by every projector entry point.
+    with pytest.raises(ValueError, match="unknown projector spec 'no-align\\+avgpool2_64'"):
+        build_projector("no-align+avgpool2_64", DV, DL)
 
 
 # -- patch_mapping: the (M, N) matrix the relevance maps compose with ---------------------------

@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from decovlm.chat_template import BUILTIN_TEMPLATES
 from decovlm.data.dataset import ConversationDataset
 from decovlm.data.records import parse_record
 from decovlm.data.templates import IGNORE_INDEX
 from decovlm.modeling import DecoVLMProcessor
-from decovlm.modeling.chat_template import BUILTIN_TEMPLATES
 from decovlm.modeling.loading import load_model
 from decovlm.testing import tiny_model
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("gradio")
 
-from decovlm.serve import app, cli, render  # noqa: E402
+from decovlm.serve import app, cli, handlers, render  # noqa: E402
 from decovlm.serve.engine import Explorer, load_explorer  # noqa: E402
 from decovlm.serve.examples import find_examples  # noqa: E402
 from decovlm.testing import tiny_model  # noqa: E402
@@ -80,12 +80,15 @@ def test_ask_streams_a_growing_answer_then_words(deco, picture, tmp_path):
 
 
 def test_answer_matches_plain_greedy_generation(deco, picture, tmp_path):
-    from decovlm.interpret.explain import generate_answer
-
     final = _run(deco, picture, "what colour", tmp_path)[-1]
     prompt = deco.format_prompt("what colour")
     batch = deco.processor(text=[prompt], images=[picture], return_tensors="pt")
-    assert final["result"].explanation.token_ids == generate_answer(deco.model, dict(batch), 6)
+    out = deco.model.generate(**batch, max_new_tokens=6, do_sample=False)[0].tolist()
+    new = out[batch["input_ids"].shape[1] :]
+    eos = deco.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos])
+    expected = new[: next((i for i, t in enumerate(new) if t in eos), len(new))]
+    assert expected and final["result"].explanation.token_ids == expected
 
 
 def test_closing_the_page_mid_answer_frees_the_model(deco, picture, tmp_path):
@@ -102,7 +105,7 @@ def test_closing_the_page_mid_answer_frees_the_model(deco, picture, tmp_path):
 def test_old_result_folders_are_pruned(tmp_path):
     for i in range(5):
         (tmp_path / f"old{i}").mkdir()
-    app._prune(tmp_path, keep=3)
+    handlers._prune(tmp_path, keep=3)
     assert len(list(tmp_path.iterdir())) == 3
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from decovlm.errors import UserError
 from decovlm.world import (
     COLOURS,
     WorldConfig,
@@ -116,8 +117,10 @@ def test_position_grid_errors_name_the_field(tmp_path):
         WorldConfig(position_grid=-1)
     with pytest.raises(ValueError, match="position_jitter"):
         WorldConfig(position_grid=8, position_jitter=-0.5)
-    with pytest.raises(SystemExit, match="--position-grid"):
-        main(["world", "--out", str(tmp_path), "--position-grid", "500", "--no-progress"])
+    with pytest.raises(UserError, match="--position-grid"):
+        main(
+            ["world", "--out", str(tmp_path), "--position-grid", "500", "--no-progress", "--debug"]
+        )
     args = ["world", "--out", str(tmp_path), "--train", "2", "--eval", "1", "--no-progress"]
     assert main([*args, "--position-grid", "8"]) == 0
     assert load_world_meta(tmp_path)["config"]["position_grid"] == 8

@@ -38,7 +38,7 @@ def add_loading_arguments(parser: argparse.ArgumentParser) -> None:
 def add_chat_template_argument(parser: argparse.ArgumentParser) -> None:
     """`--chat-template`: how questions are prompted; `auto` is the template saved with the model
     (the one it was trained with), so only an explicit name changes the prompt."""
-    from decovlm.modeling.chat_template import TEMPLATE_CHOICES
+    from decovlm.chat_template import TEMPLATE_CHOICES
 
     parser.add_argument(
         "--chat-template",

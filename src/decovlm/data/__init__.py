@@ -3,11 +3,10 @@
 from decovlm.data.collator import DataCollator
 from decovlm.data.dataset import ConversationDataset
 from decovlm.data.records import BadRecord, Record, SkipLog, load_records
-from decovlm.data.templates import IGNORE_INDEX, TEMPLATES, SegmentEncoder, encode_conversation
+from decovlm.data.templates import IGNORE_INDEX, SegmentEncoder, encode_conversation
 
 __all__ = [
     "IGNORE_INDEX",
-    "TEMPLATES",
     "BadRecord",
     "ConversationDataset",
     "DataCollator",

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from decovlm.chat_template import CHAT_TEMPLATES
 from decovlm.data.records import BadRecord, Record, SkipLog, estimate_length
-from decovlm.data.templates import IGNORE_INDEX, TEMPLATES, SegmentEncoder, encode_conversation
+from decovlm.data.templates import IGNORE_INDEX, SegmentEncoder, encode_conversation
 from decovlm.errors import UserError
 
 
@@ -42,8 +43,10 @@ class ConversationDataset(Dataset):
         max_image_pixels: int | None = None,
         features: Any = None,
     ):
-        if template not in TEMPLATES:
-            raise ValueError(f"unknown chat template {template!r}; known: {', '.join(TEMPLATES)}")
+        if template not in CHAT_TEMPLATES:
+            raise ValueError(
+                f"unknown chat template {template!r}; known: {', '.join(CHAT_TEMPLATES)}"
+            )
         if not records:
             raise ValueError(
                 "the dataset has no valid records (all were skipped or the file is empty)"

@@ -1,6 +1,6 @@
 """Conversations -> token ids and labels, built segment by segment and then verified.
 
-A conversation is rendered with a chat template (`decovlm.modeling.chat_template`: `plain`,
+A conversation is rendered with a chat template (`decovlm.chat_template`: `plain`,
 `vicuna_v1`, the tokenizer's own, or Jinja) and cut into segments, each marked supervised
 (assistant) or not. Each segment is tokenized on its own with the processor's `TextEncoder` and the
 ids are concatenated, so the labels are the ids of the supervised segments by construction and can
@@ -22,17 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from decovlm.data.records import BadRecord, Turn
-from decovlm.modeling.chat_template import (
+from decovlm.chat_template import (
     BUILTIN_TEMPLATES,
-    CHAT_TEMPLATES,
     TextEncoder,
     resolve_chat_template,
     split_turns,
 )
+from decovlm.data.records import BadRecord, Turn
 
 IGNORE_INDEX = -100
-TEMPLATES = CHAT_TEMPLATES  # the names a training config may use (defined once, with the Jinja)
 
 
 @dataclass

@@ -75,21 +75,20 @@ def parse_budget(items: list[str]) -> dict:
 def run(args: argparse.Namespace) -> int:
     from decovlm.demo.pipeline import run_demo
     from decovlm.demo.tables import print_report
-    from decovlm.projectors import parse_spec
+    from decovlm.errors import UserError
     from decovlm.projectors.base import square_side
 
     if args.seeds is not None and args.seeds < 1:
-        raise SystemExit("--seeds must be >= 1")
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     try:
         square_side(args.tokens, "--tokens")
         overrides = parse_budget(args.budget)
         cfg = DemoConfig(out_dir=args.out, quick=args.quick, tokens=args.tokens, extra=list(args.extra),
                          seeds=args.seeds, device=args.device, threads=args.threads,
                          preset=overrides.pop("_preset", "auto"), budget_overrides=overrides)  # fmt: skip
-        for spec in cfg.projectors:
-            parse_spec(spec)
+        cfg.projectors  # noqa: B018  (parses every spec: a typo in --extra fails before any work)
     except ValueError as err:
-        raise SystemExit(f"decovlm demo: {err}") from None
+        raise UserError(str(err)) from None
     report = run_demo(cfg)
     print_report(report)
     print(f"\nreport: {args.out}/REPORT.md")

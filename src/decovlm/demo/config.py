@@ -118,35 +118,44 @@ class DemoConfig:
 
     @property
     def projectors(self) -> list[str]:
-        """Non-compressive, DeCo and Q-Former at the same M, then the requested extras."""
-        m = self.tokens
-        named = {
-            "mlp": "mlp2x_gelu",
-            "linear": "linear",
-            "avgpool": f"avgpool2_{m}",
-            "deco": f"avgpool2_{m}",
-            "qformer": f"qformer2_{m}",
-            "cabstractor": f"cabstractor_{m}",
-            "dabstractor": f"dabstractor_{m}",
-            "maxpool": f"maxpool2_{m}",
-            "bilinear": f"bilinear2_{m}",
-            "resampler": f"resampler2_{m}",
-        }
-        specs = ["mlp2x_gelu", f"avgpool2_{m}", f"qformer2_{m}"]
+        """Non-compressive, DeCo and Q-Former at the same M, then the requested extras (canonical
+        specs; a short name in `SHORT_NAMES` takes M = `tokens`, a full spec keeps its own)."""
+        from decovlm.projectors import ProjectorSpec
+
+        def named(name: str) -> ProjectorSpec:
+            if name not in SHORT_NAMES:
+                return ProjectorSpec.parse(name)
+            spec = ProjectorSpec.parse(SHORT_NAMES[name])
+            return spec if spec.tokens is None else spec.with_tokens(self.tokens)
+
         budget = self.budget
+        specs = [named(n) for n in ("mlp", "deco", "qformer")]
         for name in (*budget.extra, *self.extra):
-            spec = named.get(name, name)
-            if spec not in specs:
+            if (spec := named(name)) not in specs:
                 specs.append(spec)
-        if budget.second_tokens and budget.second_tokens != m:
-            # Token count as a variable: every compressive projector again at the second M.
-            suffix = f"_{m}"
+        if budget.second_tokens and budget.second_tokens != self.tokens:
+            # Token count as a variable: every compressive projector at M again at the second M.
             for spec in list(specs):
-                if spec.endswith(suffix):
-                    again = spec[: -len(suffix)] + f"_{budget.second_tokens}"
+                if spec.tokens == self.tokens:
+                    again = spec.with_tokens(budget.second_tokens)
                     if again not in specs:
                         specs.append(again)
-        return specs
+        return [str(spec) for spec in specs]
+
+
+# Short projector names of `--extra` and the budgets' `extra` (the token count is replaced by M).
+SHORT_NAMES = {
+    "mlp": "mlp2x_gelu",
+    "linear": "linear",
+    "avgpool": "avgpool2_16",
+    "deco": "avgpool2_16",
+    "qformer": "qformer2_16",
+    "cabstractor": "cabstractor_16",
+    "dabstractor": "dabstractor_16",
+    "maxpool": "maxpool2_16",
+    "bilinear": "bilinear2_16",
+    "resampler": "resampler2_16",
+}
 
 
 def settings_hash(settings: dict) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from decovlm.demo.report import CATEGORIES, GROUPS
+from decovlm.demo.claims import CATEGORIES, GROUPS
 
 
 def _pm(value: tuple[float, float], digits: int = 1) -> str:

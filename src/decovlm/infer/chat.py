@@ -75,7 +75,7 @@ class ChatSession:
 
     def ask(self, question: str) -> str:
         """Answer `question`, streaming the answer to `out`; returns the answer and keeps the turn."""
-        import torch
+        from decovlm.eval.generate import greedy_ids
 
         message = self.processor.question_message(
             question, self.image is not None and not self.messages
@@ -89,25 +89,10 @@ class ChatSession:
             tokenize=True,
             images=images,
         )
-        param = next(self.model.parameters())
-        batch = {
-            k: v.to(param.device, param.dtype) if k == "pixel_values" else v.to(param.device)
-            for k, v in batch.items()
-        }
         tok = self.processor.tokenizer
         streamer = make_streamer(tok, self.out)
-        with torch.inference_mode():
-            ids = self.model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                streamer=streamer,
-                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            )[0].tolist()
-        n_prompt = batch["input_ids"].shape[1]
-        if ids[:n_prompt] == batch["input_ids"][0].tolist():
-            ids = ids[n_prompt:]
-        answer = tok.decode(_cut_at_eos(ids, self.model), skip_special_tokens=True).strip()
+        (ids,) = greedy_ids(self.model, tok, batch, self.max_new_tokens, streamer=streamer)
+        answer = tok.decode(ids, skip_special_tokens=True).strip()
         self.messages += [message, {"role": "assistant", "content": answer}]
         return answer
 
@@ -122,15 +107,6 @@ def make_streamer(tokenizer, out: TextIO):
             out.flush()
 
     return _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-
-
-def _cut_at_eos(ids: list[int], model) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list | tuple) else [eos]) if eos is not None else set()
-    for i, tok in enumerate(ids):
-        if tok in eos_ids:
-            return ids[:i]
-    return ids
 
 
 def _lines(stream: TextIO, interactive: bool):
@@ -182,9 +158,12 @@ def converse(session: ChatSession, lines, out: TextIO, interactive: bool) -> int
 
 
 def run(args: argparse.Namespace) -> int:
+    from decovlm.errors import UserError
     from decovlm.modeling.loading import load_model
     from decovlm.modeling.processing import load_image
 
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     image = load_image(args.image) if args.image else None  # a bad image fails before loading
     model, processor = load_model(
         args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights

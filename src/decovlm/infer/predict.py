@@ -4,8 +4,9 @@
 
 Each input line is `{"id": ..., "question": "...", "image": "images/1.png"}`; `image` is optional
 (text-only) and relative to the input file's folder; `id` defaults to the line number. Each answer
-is appended to `--out` as `{"id", "question", "image", "answer"}` as soon as its batch is done, so
-a run that stops is continued by running the same command again: ids already in `--out` are
+is appended to `--out` as the input row with the answer added under `"prediction"` (`--prediction-key`;
+every other field, a reference `"answer"` included, is kept as it was) as soon as its batch is done,
+so a run that stops is continued by running the same command again: ids already in `--out` are
 skipped. Bad rows (not JSON, no question, a duplicate id, a missing or unreadable image) are
 skipped, counted, named on the terminal and written once to `OUT.errors.jsonl` (rewritten each
 run, so a fixed row leaves it). Questions are prompted through the processor with the chat
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
 
+PREDICTION_KEY = "prediction"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -30,7 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--input", required=True, help='questions JSONL: {"id", "question", "image"} per line'
     )
-    parser.add_argument("--out", required=True, help="answers JSONL (appended to; resumable)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="answers JSONL (appended to; resumable): each input row, every field kept, with the "
+        "answer under --prediction-key",
+    )
+    parser.add_argument(
+        "--prediction-key",
+        default=PREDICTION_KEY,
+        help=f"the field the answer is written to (default {PREDICTION_KEY!r}; a row that already "
+        "has it is a bad row)",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -50,6 +64,7 @@ class Question:
     question: str
     image: str | None  # as written in the input
     image_path: Path | None  # resolved against the input's folder
+    row: dict = field(default_factory=dict)  # the input row, written back with the answer
 
 
 @dataclass
@@ -59,11 +74,15 @@ class PredictStats:
     bad: list[dict] = field(default_factory=list)
 
 
-def read_questions(path: str | os.PathLike) -> tuple[list[Question], list[dict]]:
+def read_questions(
+    path: str | os.PathLike, prediction_key: str = PREDICTION_KEY
+) -> tuple[list[Question], list[dict]]:
     """The valid questions of a JSONL file, and one {"line", "id", "error"} per bad row."""
+    from decovlm.errors import MissingFileError
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--input: no file {path}")
+        raise MissingFileError(f"--input: no file {path}")
     root = path.resolve().parent
     questions: list[Question] = []
     bad: list[dict] = []
@@ -81,23 +100,25 @@ def read_questions(path: str | os.PathLike) -> tuple[list[Question], list[dict]]
                 bad.append({"line": n, "id": None, "error": "not a JSON object"})
                 continue
             qid = row.get("id", n)
-            error = _row_error(row, qid, seen, root)
+            error = _row_error(row, qid, seen, root, prediction_key)
             if error:
                 bad.append({"line": n, "id": qid, "error": error})
                 continue
             seen.add(str(qid))
             image = row.get("image")
             questions.append(
-                Question(qid, row["question"], image, (root / image) if image else None)
+                Question(qid, row["question"], image, (root / image) if image else None, row)
             )
     return questions, bad
 
 
-def _row_error(row: dict, qid, seen: set[str], root: Path) -> str | None:
+def _row_error(row: dict, qid, seen: set[str], root: Path, prediction_key: str) -> str | None:
     if not isinstance(qid, str | int) or isinstance(qid, bool):
         return f"id must be a string or an integer, got {qid!r}"
     if str(qid) in seen:
         return f"duplicate id {qid!r}"
+    if prediction_key in row:
+        return f'already has a "{prediction_key}" field (the answer goes there: --prediction-key)'
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         return 'no "question" (a non-empty string)'
@@ -131,6 +152,7 @@ def predict(
     max_new_tokens: int = 128,
     chat_template: str | None = None,
     progress: bool = True,
+    prediction_key: str = PREDICTION_KEY,
 ) -> PredictStats:
     """Answer the questions not yet in `out`, appending one JSON line per answer."""
     from tqdm.auto import tqdm
@@ -159,10 +181,7 @@ def predict(
             items.append(q)
         answers = generate_answers(model, processor, batch, max_new_tokens, chat_template or "auto")
         for q, answer in zip(items, answers, strict=True):
-            row = {"id": q.id, "question": q.question, "answer": answer}
-            if q.image is not None:
-                row["image"] = q.image
-            append_jsonl(out, row)
+            append_jsonl(out, {"id": q.id, **q.row, prediction_key: answer})
             stats.answered += 1
         bar.update(len(todo[start : start + batch_size]))
     bar.close()
@@ -195,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    questions, bad = read_questions(args.input)
+    questions, bad = read_questions(args.input, args.prediction_key)
     if not questions and not bad:
         raise UserError(
             f'--input {args.input}: no questions (the file is empty; one {{"id", "question", '
@@ -216,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
             args.max_new_tokens,
             args.chat_template,
             progress=not args.no_progress,
+            prediction_key=args.prediction_key,
         )
     finally:
         bad = bad + stats.bad

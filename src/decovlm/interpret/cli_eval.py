@@ -21,6 +21,7 @@ import argparse
 from pathlib import Path
 
 from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
+from decovlm.errors import MissingFileError, UserError
 from decovlm.interpret.explanation import VANISHED_MASS
 
 
@@ -73,7 +74,7 @@ def run_sanity(args: argparse.Namespace) -> int:
 
     projectors = [p.strip() for p in args.sanity_projectors.split(",") if p.strip()]
     if not projectors:
-        raise ValueError("--sanity-projectors is empty; give e.g. linear,avgpool2_4,qformer2_4")
+        raise UserError("--sanity-projectors is empty; give e.g. linear,avgpool2_4,qformer2_4")
     result = sanity.single_patch_benchmark(
         projectors=projectors, steps=args.sanity_steps, cases=args.sanity_cases
     )
@@ -93,16 +94,16 @@ def run(args: argparse.Namespace) -> int:
     if args.sanity:
         return run_sanity(args)
     if not args.model or not args.cases:
-        raise ValueError("explain-eval needs --model (one or more) and --cases, or --sanity")
+        raise UserError("explain-eval needs --model (one or more) and --cases, or --sanity")
     methods = "" if args.methods == "none" else args.methods
     cases, root = load_cases(args.cases, args.root)
     if args.limit is not None:
         if args.limit < 1:
-            raise ValueError(f"--limit must be positive, got {args.limit}")
+            raise UserError(f"--limit must be positive, got {args.limit}")
         cases = cases[: args.limit]
     for path in args.model:
         if not Path(path).is_dir():
-            raise FileNotFoundError(f"model folder not found: {path}")
+            raise MissingFileError(f"model folder not found: {path}")
     results = []
     for path in args.model:
         model, processor = load_model(

@@ -104,20 +104,26 @@ def build_prompt(
     return processor.format_question(prompt, chat_template=chat_template)
 
 
-@torch.no_grad()
-def generate_answer(model, batch, max_new_tokens: int) -> list[int]:
-    """Greedy answer ids (without the prompt, cut at the first EOS)."""
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-    prompt_len = batch["input_ids"].shape[1]
-    ids = out[0].tolist()
-    if len(ids) > prompt_len and ids[:prompt_len] == batch["input_ids"][0].tolist():
-        ids = ids[prompt_len:]
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-    for i, tok in enumerate(ids):
-        if tok in eos_ids:
-            return ids[:i]
-    return ids
+def teacher_forced_pass(model, pixel_values: torch.Tensor, ids: torch.Tensor):
+    """(patch features, grid, projector tokens, LLM output with attentions) of [prompt + answer].
+
+    Through the model's own steps (`encode_patches`, `project_patches`, `forward` with the image
+    tokens given), so the logits explained are the logits the model computes. The patch features
+    are a leaf that requires grad: the graph exists even when every parameter is frozen.
+    """
+    with torch.no_grad():
+        features, grid = model.encode_patches(pixel_values)
+    if features.shape[1] != grid[0] * grid[1]:
+        raise ValueError(
+            f"the vision tower gives {features.shape[1]} tokens for a {grid[0]}x{grid[1]} patch "
+            "grid; relevance maps need vision_feature_select='patch' (prefix tokens dropped)"
+        )
+    features = features.detach().requires_grad_(True)
+    tokens = model.project_patches(features, grid)
+    out = model(input_ids=ids, image_features=tokens, output_attentions=True, use_cache=False)
+    if out.attentions is None or any(a is None for a in out.attentions):
+        raise RuntimeError("the LLM returned no attention weights; it must support eager attention")
+    return features, grid, tokens, out
 
 
 def _resolve_layers(n_layers: int, start_layer: int, end_layer: int | None) -> tuple[int, int]:
@@ -199,7 +205,9 @@ def explain(
     batch = {k: v.to(device) for k, v in batch.items()}
     tok = processor.tokenizer
     if answer is None:
-        answer_ids = generate_answer(model, batch, max_new_tokens)
+        from decovlm.eval.generate import greedy_ids
+
+        (answer_ids,) = greedy_ids(model, tok, batch, max_new_tokens)
         if not answer_ids:
             raise ValueError(
                 "the model generated an empty answer; pass answer=... to explain a given one"
@@ -223,28 +231,8 @@ def explain(
     start, end = _resolve_layers(n_layers, start_layer, end_layer)
 
     with explain_mode(model), torch.enable_grad():
-        with torch.no_grad():
-            features, grid = model.encode_patches(batch["pixel_values"])
-        if features.shape[1] != grid[0] * grid[1]:
-            raise ValueError(
-                f"the vision tower gives {features.shape[1]} tokens for a {grid[0]}x{grid[1]} patch "
-                "grid; relevance maps need vision_feature_select='patch' (prefix tokens dropped)"
-            )
-        proj_dtype = next(model.projector.parameters(), features).dtype
-        # A leaf that requires grad: the graph exists even when every parameter is frozen.
-        features = features.detach().to(proj_dtype).requires_grad_(True)
+        features, grid, tokens, out = teacher_forced_pass(model, batch["pixel_values"], ids)
         n_patches = grid[0] * grid[1]
-        tokens = model.projector(features, grid=grid)
-        with torch.no_grad():
-            embeds = model.get_input_embeddings()(ids)
-        embeds = model.merge_image_tokens(ids, embeds, tokens)
-        out = model.language_model(
-            inputs_embeds=embeds, output_attentions=True, use_cache=False, return_dict=True
-        )
-        if out.attentions is None or any(a is None for a in out.attentions):
-            raise RuntimeError(
-                "the LLM returned no attention weights; it must support eager attention"
-            )
         attentions = list(out.attentions[start:end])
         positions = torch.arange(n_prompt - 1, n_prompt - 1 + t_count, device=device)
         targets = out.logits[0, positions, torch.tensor(answer_ids, device=device)].float()

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from decovlm.modeling.chat_template import template_name
+from decovlm.chat_template import template_name
 from decovlm.utils.io import atomic_write_text
 
 CARD_NAME = "README.md"

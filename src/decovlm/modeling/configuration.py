@@ -7,6 +7,9 @@ from typing import Any, Literal
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from decovlm.errors import UserError
+from decovlm.projectors.registry import ProjectorSpec
+
 RESIZE_MODES = ("naive", "pad", "crop")
 
 
@@ -63,10 +66,9 @@ class DecoVLMConfig(PreTrainedConfig):
             for key, impl in kept.items():
                 if impl is not None:
                     getattr(self, key)._attn_implementation_internal = impl
-        # Validate the spec now, so a typo fails when the config is made, not at the first forward.
-        from decovlm.projectors import parse_spec
-
-        parse_spec(self.projector)
+        # Parse the spec now (a typo fails when the config is made, not at the first forward) and
+        # keep its canonical spelling, so equal projectors have equal configs.
+        self.projector = str(_parse_projector(self.projector))
         if self.projector_kwargs is None:
             self.projector_kwargs = {}
         if self.image_resize_mode not in RESIZE_MODES:
@@ -79,10 +81,20 @@ class DecoVLMConfig(PreTrainedConfig):
             )
         if getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
-        # Every Auto* load makes the config before it looks up the model class: register now.
-        from decovlm.modeling.auto import register_all
 
-        register_all()
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DecoVLMConfig:
+        """HF `from_dict`, reading configs saved before the stage prefix was refused: those kept
+        the DeCo fork's `no-align+SPEC` as their projector (a training choice, dropped here)."""
+        spec = config_dict.get("projector")
+        if isinstance(spec, str) and "+" in spec:
+            config_dict = {**config_dict, "projector": spec.rpartition("+")[2]}
+        return super().from_dict(config_dict, **kwargs)
+
+    @property
+    def projector_spec(self) -> ProjectorSpec:
+        """The projector spec, parsed (`projector` holds its canonical string)."""
+        return _parse_projector(self.projector)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -96,3 +108,15 @@ class DecoVLMConfig(PreTrainedConfig):
         ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
         h, w = self.image_size
         return h // ph, w // pw
+
+
+def _parse_projector(spec: str | ProjectorSpec) -> ProjectorSpec:
+    if isinstance(spec, str) and "+" in spec:
+        # A `STAGE+SPEC` prefix (the DeCo fork's `no-align+`) chooses a training recipe; a model is
+        # the same whichever recipe trained it, so its config takes the projector alone.
+        stage, _, rest = spec.rpartition("+")
+        raise UserError(
+            f"projector {spec!r}: {stage + '+'!r} selects a training recipe, not a projector; the "
+            f"model config takes the projector alone ({rest!r}), `decovlm train` takes the prefix"
+        )
+    return ProjectorSpec.parse(spec)

@@ -73,7 +73,7 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             else AutoModelForCausalLM.from_config(config.text_config)
         )
         self.projector: Projector = build_projector(
-            config.projector,
+            config.projector_spec,
             vision_dim=config.vision_config.hidden_size,
             llm_dim=config.text_config.hidden_size,
             **config.projector_kwargs,
@@ -197,6 +197,11 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
             features = features[:, prefix:]
         return features, grid
 
+    def project_patches(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The projector's M tokens (n_images, M, Dl) for patch features on an (h, w) grid."""
+        proj_dtype = next(self.projector.parameters(), features).dtype
+        return self.projector(features.to(proj_dtype), grid=grid)
+
     def get_image_features(
         self, pixel_values: torch.Tensor | None = None, vision_features: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -204,16 +209,14 @@ class DecoVLMForConditionalGeneration(DecoVLMPreTrainedModel, GenerationMixin):
         `vision_features` (n_images, N, Dv) as `encode_patches` returns them (a frozen tower's
         features computed once: `decovlm.data.features`)."""
         if vision_features is None:
-            features, grid = self.encode_patches(pixel_values)
-        else:
-            features, grid = vision_features, self.patch_grid
-            if features.shape[1] != grid[0] * grid[1]:
-                raise ValueError(
-                    f"vision_features hold {features.shape[1]} patches; this model's {grid[0]}x{grid[1]} "
-                    "patch grid needs " + str(grid[0] * grid[1])
-                )
-        proj_dtype = next(self.projector.parameters(), features).dtype
-        return self.projector(features.to(proj_dtype), grid=grid)
+            return self.project_patches(*self.encode_patches(pixel_values))
+        grid = self.patch_grid
+        if vision_features.shape[1] != grid[0] * grid[1]:
+            raise ValueError(
+                f"vision_features hold {vision_features.shape[1]} patches; this model's "
+                f"{grid[0]}x{grid[1]} patch grid needs {grid[0] * grid[1]}"
+            )
+        return self.project_patches(vision_features, grid)
 
     def merge_image_tokens(
         self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, image_features: torch.Tensor

@@ -7,7 +7,7 @@ mismatch for well-formed input.
 The processor owns the prompt: it holds the chat template the model was trained with (saved as
 `chat_template.jinja` by `save_pretrained`) and every caller (training, eval, serve, explain, chat,
 predict) formats questions with `apply_chat_template` / `format_question` and tokenizes them with
-`__call__`, which encodes text exactly as training does (`decovlm.modeling.chat_template`).
+`__call__`, which encodes text exactly as training does (`decovlm.chat_template`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
-from decovlm.modeling.chat_template import (
+from decovlm.chat_template import (
     CHAT_TEMPLATES,
     TextEncoder,
     resolve_chat_template,

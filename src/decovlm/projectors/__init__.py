@@ -3,6 +3,7 @@
 from decovlm.projectors import build_projector
 proj = build_projector("avgpool2_144", vision_dim=1024, llm_dim=4096)
 tokens = proj(patch_features, grid=(24, 24))   # (B, 576, 1024) -> (B, 144, 4096)
+ProjectorSpec.parse("AvgPool2_144").with_tokens(64)  # avgpool2_64: the one parser of spec strings
 """
 
 from decovlm.projectors.base import (
@@ -13,19 +14,20 @@ from decovlm.projectors.base import (
     parse_grid,
 )
 from decovlm.projectors.registry import (
+    ProjectorSpec,
     build_from_config,
     build_projector,
     config_from_dict,
     example_specs,
     families,
     make_config,
-    parse_spec,
 )
 
 __all__ = [
     "ParamCount",
     "Projector",
     "ProjectorConfig",
+    "ProjectorSpec",
     "build_from_config",
     "build_projector",
     "config_from_dict",
@@ -34,5 +36,4 @@ __all__ = [
     "families",
     "make_config",
     "parse_grid",
-    "parse_spec",
 ]

@@ -158,4 +158,6 @@ register(
     CAbstractorProjector,
     examples=["cabstractor_144"],
     syntax="cabstractor_{M}",
+    canonical="cabstractor_{num_tokens}",
+    tokens_field="num_tokens",
 )

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from decovlm.projectors.base import parse_grid
-from decovlm.projectors.registry import build_projector, example_specs, parse_spec
+from decovlm.projectors.registry import ProjectorSpec, build_projector, example_specs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe(spec: str, vision_dim: int, llm_dim: int, grid: tuple[int, int]) -> dict[str, Any]:
     """One row: family, tokens for `grid`, parameter counts; `error` says why a spec cannot run."""
-    family, _ = parse_spec(spec)  # unknown specs raise here, before anything is built
+    parsed = ProjectorSpec.parse(spec)  # unknown specs raise here, before anything is built
+    family = parsed.family_info
     row: dict[str, Any] = {
-        "spec": spec,
+        "spec": str(parsed),
         "family": family.name,
         "grid": f"{grid[0]}x{grid[1]}",
         "tokens": None,
@@ -55,7 +56,7 @@ def describe(spec: str, vision_dim: int, llm_dim: int, grid: tuple[int, int]) ->
     }
     try:
         with torch.device("meta"):
-            proj = build_projector(spec, vision_dim, llm_dim, input_grid=grid)
+            proj = build_projector(parsed, vision_dim, llm_dim, input_grid=grid)
         row["tokens"] = proj.num_output_tokens(*grid)
         row["trainable"], row["total"] = proj.trainable, proj.total
     except ValueError as err:

@@ -213,4 +213,6 @@ register(
     DAbstractorProjector,
     examples=["dabstractor_144"],
     syntax="dabstractor_{M}",
+    canonical="dabstractor_{num_tokens}",
+    tokens_field="num_tokens",
 )

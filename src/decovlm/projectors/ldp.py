@@ -61,4 +61,6 @@ register(
     LDPv2Projector,
     examples=["ldpv2"],
     syntax="ldpv2[_{M}]",
+    canonical=lambda f: f"ldpv2_{f['num_tokens']}" if "num_tokens" in f else "ldpv2",
+    tokens_field="num_tokens",
 )

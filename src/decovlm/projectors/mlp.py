@@ -51,6 +51,7 @@ register(
     MLPProjector,
     examples=["linear"],
     syntax="linear",
+    canonical="linear",
 )
 # `mlp{k}x_gelu` shares the config and module; it is registered as its own family name so that
 # saved configs stay readable. `gelu-mlp` is the prismatic / DeCo-fork spelling of mlp2x_gelu.
@@ -62,4 +63,5 @@ register(
     GeluMLPProjector,
     examples=["mlp2x_gelu"],
     syntax="mlp{k}x_gelu",
+    canonical="mlp{depth}x_gelu",  # gelu-mlp is spelled mlp2x_gelu
 )

@@ -98,4 +98,5 @@ register(
     PixelShuffleProjector,
     examples=["pixelshuffle2"],
     syntax="pixelshuffle{s}",
+    canonical="pixelshuffle{scale}",
 )

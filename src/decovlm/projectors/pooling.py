@@ -123,9 +123,11 @@ class BilinearConfig(PoolConfig):
     """Config of `bilinear{L}_{M}`."""
 
 
-register("avgpool", r"avgpool(\d+)_(\d+)", _pool_fields, AvgPoolConfig, AvgPoolProjector,
-         examples=["avgpool2_144", "avgpool2_64"], syntax="avgpool{L}_{M}")  # fmt: skip
-register("maxpool", r"maxpool(\d+)_(\d+)", _pool_fields, MaxPoolConfig, MaxPoolProjector,
-         examples=["maxpool2_144"], syntax="maxpool{L}_{M}")  # fmt: skip
-register("bilinear", r"bilinear(\d+)_(\d+)", _pool_fields, BilinearConfig, BilinearProjector,
-         examples=["bilinear2_144"], syntax="bilinear{L}_{M}")  # fmt: skip
+for _name, _config, _module, _examples in (
+    ("avgpool", AvgPoolConfig, AvgPoolProjector, ["avgpool2_144", "avgpool2_64"]),
+    ("maxpool", MaxPoolConfig, MaxPoolProjector, ["maxpool2_144"]),
+    ("bilinear", BilinearConfig, BilinearProjector, ["bilinear2_144"]),
+):
+    register(_name, rf"{_name}(\d+)_(\d+)", _pool_fields, _config, _module, examples=_examples,
+             syntax=f"{_name}{{L}}_{{M}}", canonical=f"{_name}{{depth}}_{{num_tokens}}",
+             tokens_field="num_tokens")  # fmt: skip

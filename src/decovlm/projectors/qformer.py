@@ -162,4 +162,6 @@ register(
     QFormerProjector,
     examples=["qformer2_144", "qformer2_64"],
     syntax="qformer{L}_{M}",
+    canonical="qformer{num_layers}_{num_queries}",
+    tokens_field="num_queries",
 )

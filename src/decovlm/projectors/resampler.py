@@ -121,4 +121,6 @@ register(
     ResamplerProjector,
     examples=["resampler6_144"],
     syntax="resampler{L}_{M}",
+    canonical="resampler{num_layers}_{num_latents}",
+    tokens_field="num_latents",
 )

@@ -66,6 +66,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decovlm.errors import UserError
     from decovlm.serve.app import build_app, launch
     from decovlm.serve.engine import load_explorer
     from decovlm.serve.examples import find_examples
@@ -84,8 +85,6 @@ def run(args: argparse.Namespace) -> int:
         paths = [args.model] + ([args.compare] if args.compare else [])
         explorers = [load_explorer(p, **common) for p in paths]
     except (FileNotFoundError, ValueError) as err:  # a bad --model / --compare / setting
-        from decovlm.errors import UserError
-
         raise UserError(str(err)) from None
     if len(explorers) == 2 and explorers[0].name == explorers[1].name:
         explorers[0].name, explorers[1].name = "A: " + explorers[0].name, "B: " + explorers[1].name
@@ -107,9 +106,5 @@ def run(args: argparse.Namespace) -> int:
             queue_size=args.queue_size,
         )
     except OSError as err:  # e.g. the port is taken
-        print(
-            f"decovlm serve: error: cannot start the server on {args.host}:{args.port}: {err}",
-            file=sys.stderr,
-        )
-        return 2
+        raise UserError(f"cannot start the server on {args.host}:{args.port}: {err}") from None
     return 0

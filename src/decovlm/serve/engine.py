@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from decovlm.modeling.chat_template import TEMPLATE_CHOICES as TEMPLATES  # auto: as saved
+from decovlm.chat_template import TEMPLATE_CHOICES  # auto: the template saved with the model
 
 MAX_QUESTION_CHARS = 2000
 
@@ -37,8 +37,8 @@ class Explorer:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        if self.template not in TEMPLATES:
-            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.template not in TEMPLATE_CHOICES:
+            raise ValueError(f"template must be one of {TEMPLATE_CHOICES}, got {self.template!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
@@ -64,23 +64,17 @@ class Explorer:
             )
         return self.processor.format_question(question, chat_template=self.template)
 
-    def _eos_ids(self) -> set[int]:
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            return set()
-        return set(eos if isinstance(eos, list | tuple) else [eos])
-
     def stream_answer(self, image: Image.Image, prompt: str) -> Iterator[str | list[int]]:
         """Yield the growing answer text; the last item is the list of generated token ids.
 
-        Must be called with `self.lock` held (as `decovlm.serve.app.ask` does).
+        Must be called with `self.lock` held (as `decovlm.serve.handlers.ask` does).
         """
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        model, processor = self.model, self.processor
-        device = next(model.parameters()).device
+        from decovlm.eval.generate import greedy_ids
+
+        processor = self.processor
         batch = processor(text=[prompt], images=[image], return_tensors="pt")
-        batch = {k: v.to(device) for k, v in batch.items()}
         streamer = TextIteratorStreamer(
             processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
         )
@@ -89,14 +83,10 @@ class Explorer:
 
         def work() -> None:
             try:
-                with torch.no_grad():
-                    result["ids"] = model.generate(
-                        **batch,
-                        max_new_tokens=self.max_new_tokens,
-                        do_sample=False,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
-                    )
+                (result["ids"],) = greedy_ids(
+                    self.model, processor.tokenizer, batch, self.max_new_tokens,
+                    streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop)]),
+                )  # fmt: skip
             except BaseException as err:  # re-raised in the caller's thread below
                 result["error"] = err
                 streamer.end()
@@ -116,16 +106,7 @@ class Explorer:
             thread.join()
         if "error" in result:
             raise result["error"]
-        n_prompt = batch["input_ids"].shape[1]
-        ids = result["ids"][0].tolist()
-        if ids[:n_prompt] == batch["input_ids"][0].tolist():
-            ids = ids[n_prompt:]
-        eos = self._eos_ids()
-        for i, tok in enumerate(ids):
-            if tok in eos:
-                ids = ids[:i]
-                break
-        yield ids
+        yield result["ids"]
 
     def explain(self, image: Image.Image, prompt: str, answer_ids: list[int]):
         """The one place that calls the relevance code (decovlm.interpret.explain)."""

@@ -62,7 +62,7 @@ def _gr_outputs(out: dict, keys: tuple[str, ...]) -> tuple:
 
 
 def _gr_upload(path):
-    from decovlm.serve.app import on_upload  # image loading stays in app.py
+    from decovlm.serve.uploads import on_upload
 
     image, message = on_upload(path)
     _warn(message)
@@ -72,7 +72,7 @@ def _gr_upload(path):
 def _gr_example(examples, label):
     import gradio as gr
 
-    from decovlm.serve.app import on_example
+    from decovlm.serve.uploads import on_example
 
     image, question, message = on_example(label, examples)
     _warn(message)

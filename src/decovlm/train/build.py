@@ -50,7 +50,9 @@ def build_model(section: ModelSection) -> tuple[Any, Any]:
             path, dtype=_dtype(section.dtype), use_kernels=section.use_kernels
         )
         processor = DecoVLMProcessor.from_pretrained(path)
-        if model.config.projector != section.projector:
+        from decovlm.projectors.registry import ProjectorSpec
+
+        if model.config.projector_spec != ProjectorSpec.parse(section.projector):
             from decovlm.errors import UserError
 
             raise UserError(

@@ -4,9 +4,9 @@ The HF Trainer writes `checkpoint-N/` in place, so a crash mid-save leaves a fol
 a checkpoint but is not one. `mark_complete` writes `checkpoint-N/COMPLETE` (atomically, after
 every rank has finished writing) and `find_resume_checkpoint` only considers folders that have it.
 
-Rotation (`save_total_limit`) is ours too (`rotate_checkpoints`, called by `DecoTrainer` after the
-marker): the Trainer's own deletes old checkpoints *before* the new one is marked, so a crash in
-between left nothing complete. Ours keeps the newest complete checkpoints, never deletes the
+Rotation (`save_total_limit`) is ours too (`rotate_checkpoints`, run by `CheckpointMarker` after the
+marker; the Trainer's own is off): the Trainer's deletes old checkpoints *before* the new one is
+marked, so a crash in between left nothing complete. Ours keeps the newest complete checkpoints, never deletes the
 newest complete one, and removes a folder's marker before its files, so a half-deleted folder is
 never taken for a checkpoint. A resume also checks the optimizer and scheduler state are there
 (`check_resumable`): without them the run would silently continue with a fresh optimizer and
@@ -76,12 +76,20 @@ def mark_complete(folder: str | Path, step: int, is_main: bool) -> None:
 
 
 class CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint folder complete once every rank has written its part (for a plain HF
-    Trainer; `DecoTrainer` marks before rotating, and this is then a no-op)."""
+    """Marks a checkpoint folder complete once every rank has written its part, then keeps the
+    newest `save_total_limit` complete ones (`rotate_checkpoints`; None: all). The Trainer's own
+    rotation must be off (`TrainingArguments(save_total_limit=None)`): it runs before this hook."""
+
+    def __init__(self, save_total_limit: int | None = None):
+        self.save_total_limit = save_total_limit
 
     def on_save(self, args, state, control, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         mark_complete(folder, state.global_step, state.is_world_process_zero)
+        if args.should_save:
+            rotate_checkpoints(
+                args.output_dir, self.save_total_limit, keep=state.best_model_checkpoint
+            )
 
 
 def rotate_checkpoints(output_dir: str | Path, limit: int | None, keep: str | None = None) -> None:

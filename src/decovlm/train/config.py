@@ -16,9 +16,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from decovlm.projectors.registry import ProjectorSpec
 
 PRESET_DIR = Path(__file__).parent / "presets"
 STAGES = ("align", "finetune", "no-align")
@@ -155,6 +158,10 @@ class TrainConfig:
     training: TrainingSection = field(default_factory=TrainingSection)
 
     def validate(self) -> None:
+        """Check every section; a config already validated and unchanged since is not checked again
+        (the command line validates before `train()` does)."""
+        if getattr(self, "_validated", None) == self.to_dict():
+            return
         apply_stage_prefix(self)
         t = self.training
         if t.stage not in STAGES:
@@ -179,7 +186,7 @@ class TrainConfig:
                 "training.deepspeed and training.fsdp are both set: choose one engine "
                 "(training.deepspeed=null or training.fsdp='')"
             )
-        from decovlm.modeling.chat_template import CHAT_TEMPLATES
+        from decovlm.chat_template import CHAT_TEMPLATES
 
         if self.data.template not in CHAT_TEMPLATES:
             raise ValueError(
@@ -197,14 +204,16 @@ class TrainConfig:
         resolve_engine_file(t.deepspeed, "deepspeed")
         resolve_engine_file(t.fsdp_config, "fsdp_config")
         self._check_projector()
+        self._validated = self.to_dict()
 
     def _check_projector(self) -> None:
-        # Parse the spec (and its kwargs) now, with stand-in widths, so a bad spec is a one-line
-        # error before any weights are loaded; the real widths are checked again at build time.
+        # Check the spec's kwargs now, with stand-in widths, so a bad one is a one-line error
+        # before any weights are loaded; the real widths are checked again at build time.
         from decovlm.projectors.registry import make_config
 
+        spec = canonical_projector(self)
         try:
-            make_config(self.model.projector, 64, 64, **self.model.projector_kwargs)
+            make_config(spec, 64, 64, **self.model.projector_kwargs)
         except (ValueError, TypeError) as err:
             raise ValueError(f"model.projector={self.model.projector}: {err}") from None
 
@@ -350,7 +359,9 @@ def resolve_preset(name_or_path: str | Path) -> Path:
     candidate = PRESET_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
-    raise FileNotFoundError(
+    from decovlm.errors import MissingFileError
+
+    raise MissingFileError(
         f"no config file or preset {str(name_or_path)!r}; presets: {', '.join(list_presets())}"
     )
 
@@ -418,8 +429,26 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     data = apply_overrides(load_yaml_with_inherit(name_or_path), overrides or [])
-    # `{projector}` first, with the prefix: a one-stage run never shares a two-stage run's folder.
-    return apply_stage_prefix(substitute_projector(config_from_dict(data)))
+    config = config_from_dict(data)
+    # `{projector}` in the canonical spelling and with the prefix: a one-stage run never shares a
+    # two-stage run's folder, and `AvgPool2_144` finds the align run of `avgpool2_144`.
+    canonical_projector(config)
+    return apply_stage_prefix(substitute_projector(config))
+
+
+def canonical_projector(config: TrainConfig) -> ProjectorSpec:
+    """Write `model.projector` in its canonical spelling (the DeCo fork's `no-align+` prefix kept
+    for `apply_stage_prefix`) and return the spec; a bad spec raises ValueError naming the key."""
+    from decovlm.projectors.registry import ProjectorSpec
+
+    spec = config.model.projector.strip()
+    prefix = NO_ALIGN_PREFIX if spec.lower().startswith(NO_ALIGN_PREFIX) else ""
+    try:
+        parsed = ProjectorSpec.parse(spec[len(prefix) :])
+    except ValueError as err:
+        raise ValueError(f"model.projector={spec}: {err}") from None
+    config.model.projector = prefix + str(parsed)
+    return parsed
 
 
 def apply_stage_prefix(config: TrainConfig) -> TrainConfig:

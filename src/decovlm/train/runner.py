@@ -108,7 +108,7 @@ def training_arguments(config: TrainConfig, has_text_only: bool):
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # rotation runs after the completion marker (CheckpointMarker)
         seed=t.seed,
         data_seed=t.seed,
         report_to=_report_to(list(t.report_to)),
@@ -222,7 +222,7 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         processing_class=processor,
         callbacks=[
             JsonlMetrics(out / "metrics.jsonl"),
-            CheckpointMarker(),
+            CheckpointMarker(t.save_total_limit),
             *([engine_report(engine)] if engine != "ddp" else []),
             *(callbacks or []),
         ],

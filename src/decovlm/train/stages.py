@@ -31,7 +31,12 @@ PROJECTOR_CONFIG = "projector_config.json"
 
 
 def keep_in_eval_mode(module: nn.Module) -> None:
-    """Make `module.train()` a no-op so the Trainer's `model.train()` leaves it in eval mode."""
+    """Make `module.train()` a no-op so the Trainer's `model.train()` leaves it in eval mode.
+
+    torch has no public switch for "frozen in eval mode"; this relies on `nn.Module.train(mode)`
+    calling `train(mode)` on each child, read from torch 2.13.0 (the pinned version, also the one
+    `make test-lowest` runs); tests/test_train_stages.py checks the tower stays in eval mode.
+    """
     module.eval()
 
     def _train(self: nn.Module, mode: bool = True) -> nn.Module:
@@ -166,7 +171,7 @@ def load_projector(model: nn.Module, path: str | Path) -> None:
         saved = read_json(cfg_path)
         if not isinstance(saved, dict):
             raise UserError(f"{cfg_path}: expected a JSON object (the projector's config)")
-        if saved.get("projector") != model.config.projector:
+        if not _same_projector(saved.get("projector"), model.config.projector_spec):
             raise UserError(
                 f"{path}: the projector was trained as {saved.get('projector')!r} but this run builds "
                 f"{model.config.projector!r} (model.projector)"
@@ -187,3 +192,13 @@ def load_projector(model: nn.Module, path: str | Path) -> None:
     with torch.no_grad():
         model.projector.load_state_dict(state, strict=True)
     logger.info("loaded the align-stage projector from %s", path)
+
+
+def _same_projector(saved: object, spec) -> bool:
+    """Whether a saved spec string (from any decovlm version's spelling) names `spec`."""
+    from decovlm.projectors.registry import ProjectorSpec
+
+    try:
+        return ProjectorSpec.parse(saved) == spec
+    except ValueError:
+        return False

@@ -1,12 +1,8 @@
-"""The HF Trainer with decovlm's samplers (length / modality grouped from cheap length estimates)
-and crash-safe checkpoint rotation.
+"""The HF Trainer with decovlm's samplers (length / modality grouped from cheap length estimates).
 
 The stock Trainer infers lengths by loading every item (every image) before the first step; the
-dataset already carries estimates, so the sampler is built from those instead.
-
-The stock Trainer also rotates checkpoints (`save_total_limit`) right after writing a new one,
-before any callback can mark it complete: a crash there lost the last complete checkpoint. Here a
-save is written with rotation off, marked `COMPLETE`, and only then rotated (`callbacks.py`).
+dataset already carries estimates, so the sampler is built from those instead. Checkpoint
+completion markers and rotation are a callback (`callbacks.CheckpointMarker`, a public hook).
 """
 
 from __future__ import annotations
@@ -21,23 +17,9 @@ class DecoTrainer(Trainer):
         self.sampler_kind = sampler_kind
         super().__init__(*args, **kwargs)
 
-    def _save_checkpoint(self, model, trial) -> None:
-        from pathlib import Path
-
-        from decovlm.train.callbacks import mark_complete, rotate_checkpoints
-
-        limit = self.args.save_total_limit
-        self.args.save_total_limit = None  # the stock rotation runs before the marker
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self.args.save_total_limit = limit
-        run_dir = Path(self._get_output_dir(trial=trial))
-        step = self.state.global_step
-        mark_complete(run_dir / f"checkpoint-{step}", step, self.args.should_save)
-        if self.args.should_save:
-            rotate_checkpoints(run_dir, limit, keep=self.state.best_model_checkpoint)
-
+    # The Trainer has no public hook for its training sampler. `_get_train_sampler(train_dataset)`
+    # is read from transformers 5.25.0 (the latest release) and is the same in 5.20.0 (the lowest
+    # supported); `make test-lowest` runs the tests that train with it (tests/test_train_stages.py).
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.sampler_kind == "random" or not hasattr(dataset, "lengths"):

@@ -8,13 +8,13 @@ from typing import Any
 
 
 def lazy_exports(
-    namespace: dict[str, Any], exports: dict[str, str], on_load: Callable[[], None] | None = None
+    namespace: dict[str, Any], exports: dict[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """`(__getattr__, __dir__)` for a package whose name `N` is `getattr(import(exports[N]), N)`.
 
     Use in a package's `__init__`: `__getattr__, __dir__ = lazy_exports(globals(), {...})`. A
-    loaded value is cached in the package; `on_load` runs after each first load. An exported name
-    must not also be a sub-module's name (importing the sub-module would shadow it).
+    loaded value is cached in the package. An exported name must not also be a sub-module's name
+    (importing the sub-module would shadow it).
     """
     package = namespace["__name__"]
 
@@ -23,8 +23,6 @@ def lazy_exports(
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(exports[name]), name)
         namespace[name] = value
-        if on_load is not None:
-            on_load()
         return value
 
     def __dir__() -> list[str]:

@@ -32,16 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from decovlm.errors import UserError
     from decovlm.world.scene import WorldConfig
     from decovlm.world.writer import generate_world
 
     if args.train < 1 or args.eval < 1:
-        raise SystemExit(f"--train and --eval must be >= 1, got {args.train} and {args.eval}")
+        raise UserError(f"--train and --eval must be >= 1, got {args.train} and {args.eval}")
     try:
         config = WorldConfig(image_size=args.image_size, position_grid=args.position_grid)
     except ValueError as err:
         flag = "--position-grid" if "position_grid" in str(err) else "--image-size"
-        raise SystemExit(f"{flag}: {err}") from None
+        raise UserError(f"{flag}: {err}") from None
     files = generate_world(
         args.out,
         train=args.train,
