@@ -76,10 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sanity(args: argparse.Namespace) -> int:
+    from decovlm.errors import UserError
     from decovlm.interpret import sanity
     from decovlm.utils.io import atomic_write_json, atomic_write_text
-
-    from decovlm.errors import UserError
 
     projectors = [p.strip() for p in args.sanity_projectors.split(",") if p.strip()]
     if not projectors:

@@ -96,13 +96,16 @@ def overlay_image(
 
 
 def _banner(image: Image.Image, text: str) -> None:
-    """White text on a black box at the top-left (grey levels only)."""
+    """White text on a black box at the bottom-left (grey levels only; the page floats its label
+    over the top-left)."""
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(image)
-    left, top, right, bottom = draw.textbbox((6, 6), text)
+    _, top, _, bottom = draw.textbbox((0, 0), text)
+    at = (6, image.height - (bottom - top) - 8)
+    left, top, right, bottom = draw.textbbox(at, text)
     draw.rectangle((left - 4, top - 3, right + 4, bottom + 3), fill=(0, 0, 0))
-    draw.text((6, 6), text, fill=(255, 255, 255))
+    draw.text(at, text, fill=(255, 255, 255))
 
 
 def shown_methods(explanation) -> list[str]:
@@ -137,11 +140,12 @@ def word_overlay(
     width = sum(p.width for p in panels) + gap * (len(panels) - 1)
     sheet = Image.new("RGB", (width, max(p.height for p in panels) + caption), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    x = 0
+    x, bottom = 0, max(p.height for p in panels)
     for method, panel in zip(methods, panels, strict=True):
-        sheet.paste(panel, (x, caption))
+        sheet.paste(panel, (x, 0))
         own = " (own)" if method == explanation.method else ""
-        draw.text((x + 4, 3), f"{method}{own}", fill=(0, 0, 0))
+        # captions under the panels: the page floats its label over the image's top-left
+        draw.text((x + 4, bottom + 3), f"{method}{own}", fill=(0, 0, 0))
         x += panel.width + gap
     return sheet
 
