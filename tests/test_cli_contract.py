@@ -23,7 +23,6 @@ def root(tmp_path_factory):
     return root
 
 
-
 # (name, argv with {r} for the fixture folder, part of the message); names start with the command.
 CASES = [
     ("demo", ["demo", "--seeds", "0"], "--seeds must be >= 1"),

@@ -46,7 +46,7 @@ def saved(tmp_path_factory):
     return paths, world
 
 
-def test_explain_cli_writes_pngs_npz_json(saved, tmp_path):
+def test_explain_cli_writes_pngs_npz_json(saved, tmp_path, capsys):
     paths, world = saved
     out = tmp_path / "out"
     rc = main(["explain", "--model", str(paths["qformer2_4"]), "--image", str(world / "images" / "eval_0.png"),
@@ -63,7 +63,10 @@ def test_explain_cli_writes_pngs_npz_json(saved, tmp_path):
     assert maps["word_text_to_patch"].shape == (2, 4, 4)
     assert maps["query_to_patch"].shape == (2, 4, 16)
     assert summary["shapes"]["text_to_query"] == [2, 4]
-    assert set(summary["words"][0]["vanished"]) == {"gae"} and "vanished_words" in summary
+    # GAE comes with the attention rollout it is checked against; every word has a verdict
+    assert set(summary["words"][0]["unreliable"]) == {"gae", "attention"}
+    assert "vanished_words" in summary and "unreliable_words" in summary
+    assert summary["vanish_tol"] is None and "reference" in summary["reliability"]
     # with every method, a huge tolerance: each word is flagged, in the JSON and on the console
     out2 = tmp_path / "out2"
     rc = main(["explain", "--model", str(paths["qformer2_4"]), "--image", str(world / "images" / "eval_0.png"),
@@ -71,7 +74,10 @@ def test_explain_cli_writes_pngs_npz_json(saved, tmp_path):
                "--methods", "all", "--vanish-tol", "1e9", "--upsampling", "nearest"])  # fmt: skip
     assert rc == 0
     summary = json.loads((out2 / "summary.json").read_text())
-    assert summary["vanished_words"] == ["red", "square"]
+    assert summary["vanished_words"] == summary["unreliable_words"] == ["red", "square"]
+    reason = summary["words"][0]["unreliable_reason"]["gae"]
+    assert reason and ("--vanish-tol" in reason or "attention map peaks" in reason)
+    assert "not evidence" in capsys.readouterr().out
     assert summary["query_to_patch_methods"] == ["gae", "attention", "grad-x-input"]
     assert np.load(out2 / "maps.npz")["attention__word_text_to_patch"].shape == (2, 4, 4)
 
@@ -114,21 +120,25 @@ def test_score_cases_and_eval_cli(saved, tmp_path):
     for row in ("| avgpool2_4 | avgpool2_4 | fixed (own) | 2 |", "| qformer2_4 | qformer2_4 | gae (own) | 2 |",
                 "| qformer2_4 | qformer2_4 | attention | 2 |", "| qformer2_4 | qformer2_4 | grad-x-input | 2 |"):  # fmt: skip
         assert row in table
-    assert "vanished" in table.splitlines()[0]
+    assert "unreliable" in table.splitlines()[0]
     data = json.loads((out / "relevance_scores.json").read_text())
     assert [m["projector"] for m in data["models"]] == ["avgpool2_4", "qformer2_4"]
     qformer = data["models"][1]
     assert set(qformer["methods"]) == {"gae", "attention", "grad-x-input"}
     assert qformer["summary"] == qformer["methods"]["gae"]
-    assert 0.0 <= qformer["methods"]["gae"]["vanished_share"] <= 1.0
+    gae = qformer["methods"]["gae"]
+    assert (
+        0.0 <= gae["unreliable_share"] <= 1.0 and gae["vanished_share"] == gae["unreliable_share"]
+    )
     case = qformer["cases"][0]
-    assert isinstance(case["vanished"], bool) and case["q2p_mass"] >= 0
+    assert isinstance(case["unreliable"], bool) and case["q2p_mass"] >= 0
+    assert case["vanished"] == case["unreliable"] and 0 <= case["kept_share"] <= 1
     assert set(case["methods"]) == set(qformer["methods"])
     # --methods none: only the projector's own
     rc = main(["explain-eval", "--model", str(paths["qformer2_4"]), "--methods", "none",
                "--cases", str(world / "eval" / "relevance_cases.jsonl"), "--out", str(out / "own")])  # fmt: skip
     data = json.loads((out / "own" / "relevance_scores.json").read_text())
-    assert list(data["models"][0]["methods"]) == ["gae"]
+    assert list(data["models"][0]["methods"]) == ["gae", "attention"]  # GAE's reference stays
     with pytest.raises(UserError, match="--model"):
         main(["explain-eval", "--out", str(out), "--debug"])
 

@@ -223,23 +223,39 @@ def test_query_to_patch_mass_and_extra_methods(image):
     summary = expl.summary()
     word = summary["words"][0]
     assert set(word["q2p_mass"]) == {"gae", "attention", "grad-x-input"}
-    assert set(word["vanished"]) == set(word["q2p_mass"])
+    for key in ("kept_share", "unreliable", "unreliable_reason", "vanished"):
+        assert set(word[key]) == set(word["q2p_mass"])
+    assert word["vanished"] == word["unreliable"]  # the issue-26 name, same values
+    assert word["kept_share"]["attention"] is None and 0 <= word["kept_share"]["gae"] <= 1
+    assert (word["unreliable_reason"]["gae"] is None) != word["unreliable"]["gae"]
     arrays = expl.arrays()
     assert arrays["attention__query_to_patch"].shape == (4, 16)
     assert arrays["query_to_patch_mass"].shape == (4, 4)
-    # the tolerance decides the flag, and nothing else
+    assert arrays["word_positive_map"].shape == arrays["word_absolute_map"].shape == (4, 4, 4)
+    assert np.all(arrays["word_positive_map"] <= arrays["word_absolute_map"] + 1e-6)
+    # the positive relevance is where the (normalised) Text-to-Patch map is
+    assert torch.equal(expl.word_positive_map > 0, expl.word_text_to_patch > 0)
+    # no tolerance by default; an explicit one is an extra check, and changes no map
     every = explain(model, processor, image, PROMPT, answer=ANSWER, vanish_tol=1e9)
-    none = explain(model, processor, image, PROMPT, answer=ANSWER, vanish_tol=0.0)
-    assert all(every.vanished) and not any(none.vanished)
+    none = explain(model, processor, image, PROMPT, answer=ANSWER)
+    assert expl.vanish_tol is None and all(every.unreliable)
+    assert every.verdicts()[0].code in ("below-tol", "negative-at-peak")
     assert torch.equal(every.text_to_patch, none.text_to_patch)
-    assert summary["vanished_words"] == [w.text for w, v in zip(expl.words, expl.vanished) if v]
+    assert summary["unreliable_words"] == [w.text for w, v in zip(expl.words, expl.unreliable) if v]
+    assert summary["vanished_words"] == summary["unreliable_words"]
+    # GAE always comes with the attention rollout it is checked against
+    own = explain(model, processor, image, PROMPT, answer=ANSWER)
+    assert own.methods == ["gae", "attention"]
 
 
 def test_extra_methods_that_do_not_apply(image):
     model, processor = tiny_model("linear")
     expl = explain(model, processor, image, PROMPT, answer=ANSWER, extra_methods="all")
-    assert expl.methods == ["fixed", "grad-x-input"] and not any(expl.vanished)
+    assert expl.methods == ["fixed", "grad-x-input"] and not any(expl.unreliable)
     assert torch.allclose(expl.word_q2p_mass, torch.ones(4))
+    assert (
+        expl.method_word_kept("fixed") is None and expl.method_word_kept("grad-x-input") is not None
+    )
     with pytest.raises(ValueError, match="records attention"):
         explain(model, processor, image, PROMPT, answer=ANSWER, extra_methods=["attention"])
     with pytest.raises(ValueError, match="unknown Query-to-Patch method"):

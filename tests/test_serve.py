@@ -172,12 +172,13 @@ def test_compare_click_shows_the_word_in_both_columns_on_one_scale(
     if word.lower() in [w.lower() for w in rb.explanation.word_texts]:
         other = rb.explanation.word_index(word)
         assert outs[1]["word"] == rb.explanation.words[other].text
-        maps.append(rb.explanation.word_map(other).numpy())
-        # both overlays are drawn on the one scale of the larger map
+        maps += render.shown_maps(rb.explanation, other)  # the Q-Former: GAE and attention
+        assert len(maps) == 3
+        # every overlay is drawn on the one scale of the largest map
         top = render.shared_scale(maps)
-        expected = render.overlay_image(rb.view, maps[1], vmax=top)
+        expected = render.word_overlay(rb.explanation, other, rb.view, vmax=top)
         assert np.array_equal(np.asarray(outs[1]["map"]), np.asarray(expected))
-        assert "shared scale" in outs[1]["label"]
+        assert "shared scale" in outs[1]["label"] and "gae | attention" in outs[1]["label"]
         assert "mass" in outs[1]["stats"] and "effective patches" in outs[1]["stats"]
     else:
         assert "not a word of this model's answer" in outs[1]["status"]
@@ -194,12 +195,35 @@ def test_compare_click_shows_the_word_in_both_columns_on_one_scale(
         app.select_compare([ra, rb], 2, 0)
 
 
-def test_vanished_map_is_flagged_in_the_numbers(deco, picture, tmp_path):
+def test_unreliable_map_is_drawn_grey_and_striped_with_its_reason(deco, picture, tmp_path):
     result = _run(deco, picture, "what colour", tmp_path)[-1]["result"]
     exp = result.explanation
-    assert "vanished" not in render.map_numbers(exp, 0)
-    exp.vanish_tol = 10.0  # every mass (1 for pooling) is now below the tolerance
-    assert exp.vanished[0] and "vanished" in render.map_numbers(exp, 0)
+    assert "not evidence" not in render.map_numbers(exp, 0)
+    plain = np.asarray(render.word_overlay(exp, 0, result.view)).astype(int)
+    exp.vanish_tol = 10.0  # every mass (1 for pooling) is now below the optional tolerance
+    assert exp.unreliable[0] and exp.vanished[0]
+    numbers = render.map_numbers(exp, 0)
+    assert "not evidence" in numbers and "--vanish-tol 10" in numbers
+    flagged = np.asarray(render.word_overlay(exp, 0, result.view)).astype(int)
+    # the flagged picture has no colour at all (R = G = B everywhere), the plain one has
+    assert np.array_equal(flagged[..., 0], flagged[..., 1])
+    assert np.array_equal(flagged[..., 1], flagged[..., 2])
+    assert np.abs(plain[..., 0] - plain[..., 2]).max() > 30
+    # the click's view says so in the label and the numbers
+    out = app.select_word(result, result.owner.index(0))
+    assert "NOT EVIDENCE" in out["label"] and "not evidence" in out["stats"]
+    assert np.array_equal(np.asarray(out["map"]), flagged.astype(np.uint8))
+
+
+def test_qformer_word_shows_gae_and_attention_side_by_side(qformer, picture, tmp_path):
+    result = _run(qformer, picture, "what colour", tmp_path)[-1]["result"]
+    exp = result.explanation
+    assert render.shown_methods(exp) == ["gae", "attention"]
+    sheet = render.word_overlay(exp, 0, result.view)
+    single = render.overlay_image(result.view, exp.word_map(0))
+    assert sheet.width > 2 * single.width and sheet.height > single.height
+    numbers = render.map_numbers(exp, 0)
+    assert "**gae**" in numbers and "**attention**" in numbers and "kept share" in numbers
 
 
 def test_compare_two_models_side_by_side(deco, qformer, picture, tmp_path):

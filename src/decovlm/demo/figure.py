@@ -1,5 +1,7 @@
-"""The paper's relevance figure for one fixed example: per answer word, Text-to-Patch for each projector,
-plus the Q-Former's Query-to-Patch maps of the queries that word relies on most."""
+"""The paper's relevance figure for one fixed example: per answer word, Text-to-Patch for each projector
+(and, under a Q-Former's GAE row, its attention rollout), plus the Q-Former's Query-to-Patch maps of
+the queries that word relies on most. A map flagged unreliable (`Explanation.unreliable`) is drawn
+grey and hatched with its reason (`decovlm.interpret.draw.overlay`)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ def draw_paper_figure(
     from decovlm.interpret import explain, load_cases
     from decovlm.interpret.draw import model_view, overlay
     from decovlm.interpret.explain import read_image
+    from decovlm.interpret.reliability import NET_NEGATIVE
 
     cases, root = load_cases(files.relevance_cases, root=files.root)
     case = cases[case_index % len(cases)]
@@ -35,15 +38,25 @@ def draw_paper_figure(
         return {}
     words = explained[0][1].words
     cols = 1 + len(words)
+    # (label, explanation, view, method): GAE rows get the attention rollout's row beneath them
+    rows = []
+    for spec, expl, view in explained:
+        rows.append((f"{spec}\n({expl.text_to_query.shape[-1]} tokens)", expl, view, expl.method))
+        if expl.method == "gae" and "attention" in expl.methods:
+            rows.append((f"{spec}\n(attention rollout)", expl, view, "attention"))
     fig, axes = plt.subplots(
-        len(explained), cols, figsize=(1.9 * cols, 2.0 * len(explained)), dpi=110, squeeze=False
+        len(rows), cols, figsize=(1.9 * cols, 2.0 * len(rows)), dpi=110, squeeze=False
     )
-    for row, (spec, expl, view) in enumerate(explained):
+    for row, (label, expl, view, method) in enumerate(rows):
         axes[row, 0].imshow(view)
-        axes[row, 0].set_title(f"{spec}\n({expl.text_to_query.shape[-1]} tokens)", fontsize=8)
+        axes[row, 0].set_title(label, fontsize=8)
         axes[row, 0].axis("off")
+        verdicts = expl.verdicts(method)
         for col, word in enumerate(expl.words[: cols - 1], start=1):
-            overlay(axes[row, col], view, expl.word_text_to_patch[col - 1], title=f"'{word.text}'")
+            overlay(
+                axes[row, col], view, expl.word_map(col - 1, method), title=f"'{word.text}'",
+                flag=verdicts[col - 1].reason,
+            )  # fmt: skip
     question = case["prompt"].splitlines()[0]  # the instruction line adds nothing to the picture
     title = f"Text-to-Patch relevance. Q: {question}  A: {case['answer']}"
     fig.suptitle("\n".join(textwrap.wrap(title, max(30, 24 * cols))), fontsize=9)
@@ -61,11 +74,15 @@ def draw_paper_figure(
         )
         t2q = expl.word_text_to_query[index]
         q2p = expl.word_query_map(index)
+        kept = expl.query_kept(index)
         top = t2q.argsort(descending=True)[:8].tolist()
         fig, axes = plt.subplots(1, len(top), figsize=(1.9 * len(top), 2.2), dpi=110, squeeze=False)
         grid = expl.patch_grid
         for ax, q in zip(axes[0], top):
-            overlay(ax, view, q2p[q].reshape(grid), title=f"query {q} ({t2q[q]:.2f})")
+            flag = None
+            if kept is not None and float(kept[q]) < NET_NEGATIVE:
+                flag = f"GAE keeps {float(kept[q]):.0%} of this row's signed relevance"
+            overlay(ax, view, q2p[q].reshape(grid), title=f"query {q} ({t2q[q]:.2f})", flag=flag)
         fig.suptitle(
             f"{spec}: Query-to-Patch of the queries '{expl.words[index].text}' relies on most",
             fontsize=9,

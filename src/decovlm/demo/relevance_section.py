@@ -1,5 +1,5 @@
 """The demo report's relevance section: per projector, each Query-to-Patch method's localization
-score and the share of maps whose relevance vanished, and whose a miss is (the model's or GAE's).
+score and the share of its maps flagged unreliable, and whose a miss is (the model's or GAE's).
 
 `relevance_section(report["relevance"])` returns Markdown; `report["relevance"]` maps a projector
 spec to what `decovlm.interpret.score_cases` returns (its "methods" hold one summary per method:
@@ -27,6 +27,11 @@ def _methods(rel: dict) -> dict[str, dict]:
     return rel.get("methods") or {own: rel.get("summary", {})}
 
 
+def _unreliable(summary: dict):
+    # "vanished_share" is the issue-26 name, in results written before the flag was renamed
+    return summary.get("unreliable_share", summary.get("vanished_share"))
+
+
 def verdict(spec: str, rel: dict) -> str | None:
     """One sentence when the projector's own method and a model-agnostic one disagree, or all miss."""
     methods = _methods(rel)
@@ -39,8 +44,8 @@ def verdict(spec: str, rel: dict) -> str | None:
     if mine is None or math.isnan(mine) or not others:
         return None
     best, score = max(others.items(), key=lambda kv: kv[1])
-    vanished = methods[own].get("vanished_share")
-    share = f"; {_fmt(vanished, percent=True)} of its maps vanished" if vanished else ""
+    flagged = _unreliable(methods[own])
+    share = f"; {_fmt(flagged, percent=True)} of its maps are flagged unreliable" if flagged else ""
     if score - mine > METHOD_GAP:
         return (
             f"{spec}: {best} points at the object in {score:.0%} of cases but {own} in only "
@@ -63,11 +68,13 @@ def relevance_section(relevance: dict[str, dict]) -> str:
         "",
         "Each projector's own Query-to-Patch (`fixed` mapping or `gae`) beside the model-agnostic "
         "ones (`attention`: raw attention rolled through the projector's layers; `grad-x-input`), "
-        "all composed with the same Text-to-Query. Pointing game and energy as above; *vanished*: "
-        "share of maps whose Query-to-Patch mass fell below the tolerance (their normalised picture "
-        "is not evidence of where the model looked).",
+        "all composed with the same Text-to-Query. Pointing game and energy as above; *unreliable*: "
+        "share of maps flagged as not evidence of where the model looked (a gradient method whose "
+        "positive part keeps under half of the signed relevance on the patch its gradient-free "
+        "reference peaks on; `decovlm.interpret.reliability`); such maps are drawn grey and "
+        "hatched in the figures.",
         "",
-        "| projector | method | cases | pointing game | energy in object | object area | vanished |",
+        "| projector | method | cases | pointing game | energy in object | object area | unreliable |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     notes = []
@@ -78,7 +85,7 @@ def relevance_section(relevance: dict[str, dict]) -> str:
             lines.append(
                 f"| {spec} | {label} | {s.get('cases', '-')} | {_fmt(s.get('pointing'), 2)} | "
                 f"{_fmt(s.get('energy'))} | {_fmt(s.get('mask_area'))} | "
-                f"{_fmt(s.get('vanished_share'), percent=True)} |"
+                f"{_fmt(_unreliable(s), percent=True)} |"
             )
         note = verdict(spec, rel)
         if note:

@@ -5,13 +5,14 @@
     expl.word_map("red")          # (h, w) Text-to-Patch of a word
     expl.text_to_query            # (T, M)  answer tokens -> visual tokens the LLM sees
     expl.query_to_patch           # (M, N) or (T, M, N)  visual tokens -> ViT patches
-    expl.word_q2p_mass, expl.vanished   # per word: Query-to-Patch mass before normalising, < tol?
-    explain(..., extra_methods="all").word_map("red", "attention")   # raw attention rollout
+    expl.unreliable, expl.unreliable_reason   # per word: is its map evidence, and if not why
+    expl.word_map("red", "attention")   # raw attention rollout (always beside a Q-Former's GAE)
 
 Modules: `gae` (the update rules), `query_to_patch` (per projector), `explain` (the teacher-forced
-pass), `explanation` (the result), `words` (sub-token -> word), `scores` and `cases` (numbers
-against object masks), `sanity` (the single-patch sanity benchmark), `draw` (pictures), `cli` /
-`cli_eval` (the `explain` / `explain-eval` commands).
+pass), `explanation` (the result), `reliability` (whether a word's map is evidence), `words`
+(sub-token -> word), `scores` and `cases` (numbers against object masks), `sanity` and
+`sanity_report` (the single-patch sanity benchmark), `draw` (pictures), `cli` / `cli_eval` (the
+`explain` / `explain-eval` commands).
 """
 
 from decovlm.interpret.cases import load_cases, score_cases

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from decovlm.interpret.explanation import VANISHED_MASS
 from decovlm.interpret.scores import box_to_mask, load_mask, mask_to_grid, score_map, summarise
 from decovlm.utils.io import read_jsonl
 
@@ -69,7 +68,7 @@ def score_cases(
     end_layer: int | None = None,
     progress: bool = True,
     extra_methods="all",
-    vanish_tol: float = VANISHED_MASS,
+    vanish_tol: float | None = None,
 ) -> dict:
     """Explain every case and score the target word's Text-to-Patch map against its mask.
 
@@ -79,9 +78,9 @@ def score_cases(
     and, where they apply, raw attention rollout and gradient x input, so a miss can be told
     apart as the model's (every method misses) or the method's (only one does).
     Returns {"projector", "query_to_patch" (its own method), "summary" (means over scored cases
-    for that method, with "vanished_share"), "methods" ({method: summary}), "cases" (per-case
-    scores; "methods" holds each method's), "skipped" (case_id and reason: e.g. the target word is
-    not a word of the answer), "vanish_tol"}.
+    for that method, with "unreliable_share"), "methods" ({method: summary}), "cases" (per-case
+    scores; "methods" holds each method's, with its "unreliable" flag and reason), "skipped"
+    (case_id and reason: e.g. the target word is not a word of the answer), "vanish_tol"}.
     """
     from decovlm.interpret.explain import explain, read_image
 
@@ -113,14 +112,18 @@ def score_cases(
             skipped.append({"case_id": case["case_id"], "reason": str(err)})
             continue
         grid_mask = mask_to_grid(mask, expl.patch_grid, mode)
-        per_method = {
-            name: {
+        per_method = {}
+        for name in expl.methods:
+            verdict = expl.verdicts(name)[index]
+            kept = expl.method_word_kept(name)
+            per_method[name] = {
                 **score_map(expl.word_map(index, name), grid_mask),
                 "q2p_mass": float(expl.method_word_mass(name)[index]),
-                "vanished": expl.method_vanished(name)[index],
+                "kept_share": None if kept is None else float(kept[index]),
+                "unreliable": verdict.unreliable,
+                "unreliable_reason": verdict.reason,
+                "vanished": verdict.unreliable,  # the issue-26 name
             }
-            for name in expl.methods
-        }
         rows.append(
             {
                 "case_id": case["case_id"],
@@ -144,9 +147,9 @@ def score_cases(
 
 def markdown_table(results: list[dict]) -> str:
     """One row per model and Query-to-Patch method: the means of every score (pointing and energy
-    higher is better) and the share of maps whose relevance vanished (mass below the tolerance)."""
+    higher is better) and the share of maps flagged unreliable (`decovlm.interpret.reliability`)."""
     head = (
-        "| model | projector | Q2P | cases | pointing | energy | mask area | entropy | eff. patches | k50 | k90 | vanished |\n"
+        "| model | projector | Q2P | cases | pointing | energy | mask area | entropy | eff. patches | k50 | k90 | unreliable |\n"
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
@@ -170,7 +173,7 @@ def _table_row(r: dict, method: str, s: dict) -> str:
             "k90",
         )
     ]
-    vanished = s.get("vanished_share", float("nan"))
+    vanished = s.get("unreliable_share", s.get("vanished_share", float("nan")))
     own = " (own)" if method == r["query_to_patch"] and len(r.get("methods") or {}) > 1 else ""
     return (
         f"| {r.get('model', '')} | {r['projector']} | {method}{own} | {s['cases']} | "

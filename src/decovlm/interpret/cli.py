@@ -5,8 +5,9 @@
 writes `word_XX_<word>.png` (Text-to-Query and Text-to-Patch of each word), `query_to_patch.png`
 (the grid of per-query Query-to-Patch maps), `maps.npz` (every map, per token and per word) and
 `summary.json` (prompt, answer, tokens, words with their token ranges, each word's Query-to-Patch
-mass and vanished flag per method, shapes). `--methods all` adds the attention-rollout and
-gradient x input Query-to-Patch maps beside the projector's own, on the same scale.
+mass, kept share and reliability flag with its reason per method, shapes). A Q-Former / resampler
+gets the attention-rollout maps beside its GAE ones; `--methods all` adds gradient x input too,
+all on the same scale. A map flagged unreliable is drawn greyed and hatched with its reason.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from decovlm.cli_args import add_chat_template_argument, add_loading_arguments
-from decovlm.interpret.explanation import VANISHED_MASS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vanish-tol",
         type=float,
-        default=VANISHED_MASS,
-        help="Query-to-Patch mass below which a word's map is flagged as vanished",
+        default=None,
+        help="optional: also flag a word whose Query-to-Patch mass is below this (the issue-26 "
+        "rule; the mass's scale depends on the model, so there is no default)",
     )
     parser.add_argument(
         "--upsampling",
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--answer is empty: leave it out to explain the generated answer")
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.vanish_tol is not None and not args.vanish_tol >= 0:
+        raise UserError(f"--vanish-tol must be a non-negative number, got {args.vanish_tol}")
     image = read_image(args.image)
     from decovlm.modeling.loading import check_model_folder, load_model
 
@@ -129,12 +132,12 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"answer: {explanation.answer!r}  ({len(explanation.words)} words, Query-to-Patch: {explanation.method})"
     )
-    vanished = [w.text for w, v in zip(explanation.words, explanation.vanished) if v]
-    if vanished:
-        print(
-            f"warning: the Query-to-Patch relevance vanished (mass < {explanation.vanish_tol:g}) "
-            f"for {vanished}: their maps are not evidence of where the model looked; compare "
-            "--methods attention,grad-x-input"
-        )
+    for word, reason in zip(explanation.words, explanation.unreliable_reason):
+        if reason:
+            print(
+                f"warning: the map of {word.text!r} is not evidence of where the model looked "
+                f"({reason}); its picture is greyed and hatched"
+                + ("; see the attention method's map" if explanation.method == "gae" else "")
+            )
     print(f"wrote {len(paths)} files to {args.out}")
     return 0

@@ -9,7 +9,9 @@ Reading rules, so that pictures can be compared:
   grid), with a colour bar, instead of stretching each panel to its own min-max;
 - patch-accurate upsampling on request (`upsampling="nearest"`: each patch a flat square)
   besides the smoother bilinear;
-- a map whose Query-to-Patch relevance vanished (`Explanation.vanished`) says so in its title.
+- a map flagged unreliable (`Explanation.unreliable`, `decovlm.interpret.reliability`) is not
+  drawn as evidence: grey instead of the colormap, hatched, with "NOT EVIDENCE" and the reason
+  on the panel.
 The image is shown as the model saw it (the processor's naive / pad / crop geometry at its input
 resolution), so the grid lines up with the picture.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +38,11 @@ from decovlm.utils.io import atomic_path  # noqa: E402
 MAX_QUERY_PANELS = 64
 CMAP = "viridis"  # perceptually uniform; magma and cividis work too
 UPSAMPLING = ("bilinear", "nearest")
+# An unreliable map: grey (no colour to read as relevance) under a hatch, with its reason.
+FLAG_CMAP = "gray"
+FLAG_COLOR = "#b91c1c"
+FLAG_HATCH = "///"
+FLAG_LABEL = "NOT EVIDENCE"
 
 
 def model_view(processor, image: Image.Image) -> Image.Image:
@@ -96,12 +104,16 @@ def overlay(
     upsampling: str = "bilinear",
     cmap: str | None = None,
     alpha: float = 0.65,
+    flag: str | None = None,
 ):
     """Draw the map over the (grey) image on `ax`, on the scale 0..vmax; returns the heat image.
 
     `vmax=None` scales this map alone (0..its max); pass `shared_max(...)` of every map of a
-    figure to make its panels comparable.
+    figure to make its panels comparable. `flag` (a reason) draws an unreliable map so that it
+    does not read as evidence (`mark_unreliable`).
     """
+    if flag:
+        cmap = FLAG_CMAP
     arr = grey(image)
     values = np.clip(np.asarray(grid_map, dtype=np.float32), 0, None)
     top = shared_max([values]) if vmax is None else vmax
@@ -115,7 +127,27 @@ def overlay(
     )
     ax.set_title(title, fontsize=9)
     ax.axis("off")
+    if flag:
+        mark_unreliable(ax, flag)
     return heat
+
+
+def mark_unreliable(ax, reason: str, width: int = 32) -> None:
+    """Hatch the whole panel and write "NOT EVIDENCE" and the reason across it."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(
+        Rectangle(
+            (0, 0), 1, 1, transform=ax.transAxes, fill=False, hatch=FLAG_HATCH,
+            edgecolor=FLAG_COLOR, linewidth=0, alpha=0.7, label="unreliable",
+        )
+    )  # fmt: skip
+    ax.text(
+        0.5, 0.5, f"{FLAG_LABEL}\n" + textwrap.fill(reason, width), transform=ax.transAxes,
+        ha="center", va="center", fontsize=6, color=FLAG_COLOR,
+        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": FLAG_COLOR, "boxstyle": "round"},
+    )  # fmt: skip
+    ax.title.set_color(FLAG_COLOR)
 
 
 def colorbar(fig, heat, axes, label: str = "relevance"):
@@ -128,13 +160,9 @@ def colorbar(fig, heat, axes, label: str = "relevance"):
     return bar
 
 
-def vanished_note(explanation, index: int, method: str | None = None) -> str:
-    """' - relevance vanished (Q2P mass 1e-05)' when the word's map vanished, else ''."""
-    method = method or explanation.method
-    if not explanation.method_vanished(method)[index]:
-        return ""
-    mass = float(explanation.method_word_mass(method)[index])
-    return f" - VANISHED (Q2P mass {mass:.0e})"
+def unreliable_reason(explanation, index: int, method: str | None = None) -> str | None:
+    """Why word `index`'s map (with `method`, default the projector's own) is not evidence, or None."""
+    return explanation.verdicts(method or explanation.method)[index].reason
 
 
 def safe_name(text: str) -> str:
@@ -185,13 +213,14 @@ def draw_word(
     axes[0].set_title("image", fontsize=9)
     axes[0].axis("off")
     draw_text_to_query(axes[1], fig, explanation, t2q)
-    heat = None
+    heats = []
     for ax, method, grid_map in zip(axes[2:], methods, maps, strict=True):
         name = "Text-to-Patch" if len(methods) == 1 else f"Text-to-Patch ({method})"
-        heat = overlay(ax, image, grid_map, name, vmax=top, upsampling=upsampling)
-        note = vanished_note(explanation, index, method)
-        if note:
-            ax.set_title(f"{name}\n{note.strip(' -')}", fontsize=8, color="#b91c1c")
+        flag = unreliable_reason(explanation, index, method)
+        heat = overlay(ax, image, grid_map, name, vmax=top, upsampling=upsampling, flag=flag)
+        heats.append((flag, heat))
+    # the colour bar reads the colormap of a map drawn as evidence (a flagged one is grey)
+    heat = next((h for f, h in heats if not f), heats[-1][1])
     colorbar(fig, heat, list(axes[2:]), "Text-to-Patch relevance")
     fig.suptitle(f"'{word}'  [{explanation.projector}]", fontsize=11)
     return _save(fig, path)
@@ -203,8 +232,11 @@ def draw_query_grid(
     """Query-to-Patch: one overlay per visual token (the most relevant 64 when M > 64), one scale.
 
     Each panel is the token's normalised Query-to-Patch row; its title gives the row's mass before
-    normalising, and a token whose mass vanished is marked.
+    normalising. A token whose row kept less than half of its signed relevance (or, with
+    `vanish_tol`, whose mass is below it) is drawn as not evidence.
     """
+    from decovlm.interpret.reliability import NET_NEGATIVE
+
     q2p = explanation.mean_query_to_patch()
     m = q2p.shape[0]
     mass = explanation.query_to_patch_mass
@@ -226,14 +258,21 @@ def draw_query_grid(
     for ax in axes.flat:
         ax.axis("off")
     top = shared_max([q2p[q] for q in order.tolist()])
-    heat = None
+    kept = explanation.query_kept()
+    tol = explanation.vanish_tol
+    heats = []
     for ax, q in zip(axes.flat, order.tolist(), strict=False):
         title = f"q{q}"
         if mass is not None:
             title += f" ({float(mass[q]):.0e})"
-        heat = overlay(ax, image, q2p[q].reshape(explanation.patch_grid), title, top, upsampling)
-        if mass is not None and float(mass[q]) < explanation.vanish_tol:
-            ax.set_title(f"q{q} vanished", fontsize=8, color="#b91c1c")
+        flag = None
+        if kept is not None and float(kept[q]) < NET_NEGATIVE:
+            flag = f"the positive part keeps {float(kept[q]):.0%} of this row"
+        elif tol is not None and mass is not None and float(mass[q]) < tol:
+            flag = f"mass below --vanish-tol {tol:g}"
+        grid_map = q2p[q].reshape(explanation.patch_grid)
+        heats.append((flag, overlay(ax, image, grid_map, title, top, upsampling, flag=flag)))
+    heat = next((h for f, h in heats if not f), heats[-1][1])
     colorbar(fig, heat, list(axes.flat), "Query-to-Patch (row share)")
     shown = f", top {len(order)} of {m}" if m > len(order) else ""
     massnote = ", title: row mass" if mass is not None else ""
@@ -284,15 +323,17 @@ def draw_words_across(
         heat = None
         for row, expl, index in panels:
             m = method if method in expl.methods else None
-            heat = overlay(
+            flag = unreliable_reason(expl, index, m)
+            drawn = overlay(
                 axes[row, col],
                 explained[row][2],
                 expl.word_map(index, m),
-                f"'{word}'"
-                + ("\nVANISHED" if expl.method_vanished(m or expl.method)[index] else ""),
+                f"'{word}'",
                 vmax=top,
                 upsampling=upsampling,
+                flag=flag,
             )
+            heat = heat if flag and heat is not None else drawn
         if heat is not None:
             colorbar(fig, heat, [axes[r, col] for r, _, _ in panels], "")
     if title:

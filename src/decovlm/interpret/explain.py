@@ -30,6 +30,7 @@ from decovlm.interpret.gae import avg_heads, propagate_row
 from decovlm.interpret.query_to_patch import (
     attention_query_to_patch,
     fixed_query_to_patch,
+    gae_absolute_query_to_patch,
     gae_query_to_patch,
     gradient_query_to_patch_raw,
     normalise_with_mass,
@@ -175,7 +176,7 @@ def explain(
     chat_template: str | None = None,
     raw_prompt: bool = False,
     extra_methods: tuple[str, ...] | list[str] | str = (),
-    vanish_tol: float = VANISHED_MASS,
+    vanish_tol: float | None = VANISHED_MASS,
 ) -> Explanation:
     """Relevance maps of every token and word of the answer to `prompt` about `image`.
 
@@ -189,12 +190,14 @@ def explain(
     faster and 1/3 of the memory on CPU; benchmarks/RESULTS.md).
     `extra_methods` adds other Query-to-Patch methods beside the projector's own, composed with the
     same Text-to-Query: "attention" (rollout of the raw attention, projectors that record it) and
-    "grad-x-input" (any learned projector); "all" = every one that applies. A word whose
-    Query-to-Patch mass (its Text-to-Query-weighted row sums before normalising) is below
-    `vanish_tol` is flagged vanished (`Explanation.vanished`).
+    "grad-x-input" (any learned projector); "all" = every one that applies. A projector whose own
+    method is GAE always gets "attention" too: its GAE maps are checked against it
+    (`Explanation.unreliable`, `decovlm.interpret.reliability`). `vanish_tol` (optional) also
+    flags a word whose Query-to-Patch mass (Text-to-Query-weighted row sums before normalising)
+    is below it.
     """
     extras = _check_methods(extra_methods)
-    if not vanish_tol >= 0:
+    if vanish_tol is not None and not vanish_tol >= 0:
         raise ValueError(f"vanish_tol must be a non-negative number, got {vanish_tol!r}")
     pil = read_image(image)
     text = build_prompt(processor, prompt, chat_template, raw_prompt)
@@ -249,6 +252,8 @@ def explain(
             method = "grad-x-input"
         # "all" asks for every extra method that applies; a named one that cannot apply is an error.
         extras = _applicable(extras, method, has_attention, explicit=extra_methods != "all")
+        if method == "gae" and "attention" not in extras:  # GAE is shown and checked beside it
+            extras = ("attention", *extras)
         want_tokens = method == "grad-x-input" or "grad-x-input" in extras
         if want_tokens:
             extra = [*extra, tokens]
@@ -256,7 +261,7 @@ def explain(
         # Tokens are explained `step` at a time, and each chunk's gradients are reduced to maps at
         # once, so memory holds one chunk's attention gradients, not the whole answer's.
         step = (chunk or t_count) if batched else 1
-        t2q_parts, q2p_parts, token_grad = [], [], 0
+        t2q_parts, q2p_parts, abs_parts, token_grad = [], [], [], 0
         for s in range(0, t_count, step):
             index = list(range(s, min(s + step, t_count)))
             grads = _gradients(targets, index, attentions + extra, batched)
@@ -277,22 +282,31 @@ def explain(
                             normalise=False,
                         )
                     )  # fmt: skip
+                    abs_parts.append(
+                        gae_absolute_query_to_patch(
+                            maps, grads[len(attentions) : len(attentions) + len(maps)], n_patches
+                        )
+                    )
                 if want_tokens:
                     token_grad = token_grad + grads[-1].sum(0, keepdim=True)
             del grads
         text_to_query = torch.cat(t2q_parts)  # (T, M)
         raws: dict[str, torch.Tensor] = {}
+        absolute: dict[str, torch.Tensor] = {}  # |signed| raw Query-to-Patch (reliability)
         if want_tokens:
             # One (M, N) matrix for the whole answer (weighted by the summed answer-logit gradient):
             # it costs M backward passes through the projector, T times that per token would
             # dominate the run (135 s instead of ~14 s for a 10-word answer at 576 patches).
-            raws["grad-x-input"] = gradient_query_to_patch_raw(features, tokens, token_grad)[0]
+            signed = gradient_query_to_patch_raw(features, tokens, token_grad, signed=True)[0]
+            raws["grad-x-input"] = signed.clamp(min=0)
+            absolute["grad-x-input"] = signed.abs().detach().cpu()
         if "attention" in extras:
             raws["attention"] = attention_query_to_patch(model.projector.attention_maps, n_patches)
         if method == "fixed":
             raws["fixed"] = raw_mapping.to(device)
         elif method == "gae":
             raws["gae"] = torch.cat(q2p_parts)  # (T, M, N)
+            absolute["gae"] = torch.cat(abs_parts).detach().cpu()
         composed = {
             name: _compose(text_to_query, raws[name].to(device), grid) for name in [method, *extras]
         }
@@ -302,7 +316,9 @@ def explain(
     words = group_words(answer_text, spans)
     text_to_query = text_to_query.detach().cpu()
     maps_by_method = {
-        name: MethodMaps.build(name, *parts, text_to_query=text_to_query, words=words)
+        name: MethodMaps.build(
+            name, *parts, text_to_query=text_to_query, words=words, absolute=absolute.get(name)
+        )
         for name, parts in composed.items()
     }
     primary = maps_by_method.pop(method)
@@ -329,7 +345,10 @@ def explain(
         word_text_to_patch=merge_words(text_to_patch, words),
         query_to_patch_mass=primary.mass,
         word_q2p_mass=primary.word_mass,
-        vanish_tol=float(vanish_tol),
+        word_positive_map=primary.word_positive,
+        word_absolute_map=primary.word_absolute,
+        query_to_patch_absolute_mass=primary.absolute_mass,
+        vanish_tol=None if vanish_tol is None else float(vanish_tol),
         alternatives=maps_by_method,
     )
 

@@ -64,6 +64,27 @@ def gae_query_to_patch(
     return row_normalise(r_qp) if normalise else r_qp
 
 
+def gae_absolute_query_to_patch(
+    maps: list[dict], grads: list[torch.Tensor], n_patches: int
+) -> torch.Tensor:
+    """(T, Q, N) GAE's raw R^{qp} had the cross-attention kept |grad x A| instead of (grad x A)^+.
+
+    R^{qp} is linear in the cross-attention maps (self-attention layers only mix the rows), so this
+    is the positive relevance plus the negative relevance GAE clamps away; positive / absolute
+    (the *kept share*, `decovlm.interpret.reliability`) says which part of the gradient x attention
+    a normalised map is drawn from, on no particular scale.
+    """
+    cams = []
+    for m, g in zip(maps, grads, strict=True):
+        attn = m["probs"][0].expand_as(g[:, 0])
+        cam = avg_heads(attn, g[:, 0])
+        if m["kind"] == "cross":  # only the patch columns (a resampler's latent ones mix rows)
+            absolute = (g[:, 0].float() * attn.float()).abs().mean(dim=-3)
+            cam = torch.cat([absolute[..., :n_patches], cam[..., n_patches:]], dim=-1)
+        cams.append(cam)
+    return roll_query_to_patch(maps, cams, n_patches)
+
+
 def attention_query_to_patch(maps: list[dict], n_patches: int) -> torch.Tensor:
     """(Q, N) raw attention rollout: head-mean probabilities through the GAE rules, no gradient.
 
@@ -120,9 +141,16 @@ def gradient_query_to_patch(
 
 
 def gradient_query_to_patch_raw(
-    features: torch.Tensor, tokens: torch.Tensor, token_grads: torch.Tensor, batched: bool = True
+    features: torch.Tensor,
+    tokens: torch.Tensor,
+    token_grads: torch.Tensor,
+    batched: bool = True,
+    signed: bool = False,
 ) -> torch.Tensor:
-    """`gradient_query_to_patch` before row normalisation (rows carry their mass)."""
+    """`gradient_query_to_patch` before row normalisation (rows carry their mass).
+
+    `signed=True` returns the contributions before their positive part is taken.
+    """
     t_count, _, m, _ = token_grads.shape
     out = []
     for t in range(t_count):
@@ -137,7 +165,8 @@ def gradient_query_to_patch_raw(
                 [torch.autograd.grad(share[i], features, retain_graph=True)[0] for i in range(m)]
             )
         # g: (M, 1, N, Dv) -> contribution of each patch to each token's share.
-        out.append((g[:, 0].float() * features[0].detach().float()).sum(-1).clamp(min=0))
+        contribution = (g[:, 0].float() * features[0].detach().float()).sum(-1)
+        out.append(contribution if signed else contribution.clamp(min=0))
     return torch.stack(out)
 
 

@@ -153,7 +153,12 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
         vals = np.array([r[key] for r in rows if key in r], dtype=np.float64)
         vals = vals[~np.isnan(vals)]
         out[key] = float(vals.mean()) if vals.size else float("nan")
-    # Share of the maps whose Query-to-Patch relevance vanished (rows that say).
-    flags = [bool(r["vanished"]) for r in rows if "vanished" in r]
-    out["vanished_share"] = float(np.mean(flags)) if flags else float("nan")
+    # Share of the maps flagged unreliable (rows that say; "vanished" is the issue-26 name).
+    flags = [
+        bool(r.get("unreliable", r.get("vanished")))
+        for r in rows
+        if "unreliable" in r or "vanished" in r
+    ]
+    out["unreliable_share"] = float(np.mean(flags)) if flags else float("nan")
+    out["vanished_share"] = out["unreliable_share"]
     return out

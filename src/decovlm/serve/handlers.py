@@ -7,7 +7,9 @@ message in the page, never a stack trace.
 With two models (`--compare`) a click on a word in either column shows that word in **both**
 columns (`select_compare`): the same word of the other model's answer (first case-insensitive
 match), both maps on one shared colour scale, and beside each map its numbers (peak patch,
-concentration, Query-to-Patch mass and the vanished flag, `render.map_numbers`).
+concentration, Query-to-Patch mass, kept share and - for a map that is not evidence - why,
+`render.map_numbers`). A Q-Former / resampler word shows GAE and the attention rollout side by
+side (`render.word_overlay`); a map flagged unreliable is drawn grey and striped.
 """
 
 from __future__ import annotations
@@ -172,7 +174,8 @@ def select_compare(results: list[Result | None], source: int, span_index: int | 
             except ValueError:
                 picks.append(None)
     maps = [
-        r.explanation.word_map(i).numpy() for r, i in zip(results, picks) if i is not None
+        m for r, i in zip(results, picks) if i is not None
+        for m in render.shown_maps(r.explanation, i)
     ]  # fmt: skip
     vmax = render.shared_scale(maps) if len(maps) > 1 else None
     for k, (result, pick) in enumerate(zip(results, picks)):
@@ -194,8 +197,7 @@ def _word_view(result: Result, index: int, vmax: float | None = None) -> dict:
     """Map (on 0..vmax, or its own max), gallery, files, numbers and status of word `index`."""
     exp = result.explanation
     try:
-        grid_map = exp.word_map(index)
-        overlay = render.overlay_image(result.view, grid_map, vmax=vmax)
+        overlay = render.word_overlay(exp, index, result.view, vmax=vmax)
         gallery = render.query_gallery(exp, index, result.view)
         word_files = render.write_word_files(exp, index, result.view, overlay, result.out_dir)
     except Exception as err:
@@ -207,10 +209,13 @@ def _word_view(result: Result, index: int, vmax: float | None = None) -> dict:
     word = exp.words[index].text
     spans, _ = render.word_spans(exp.answer, exp.words, selected=index)
     scale = "shared scale" if vmax is not None else "own scale"
+    shown = render.shown_methods(exp)
+    methods = f", {' | '.join(shown)}" if len(shown) > 1 else ""
+    flagged = " — NOT EVIDENCE (see below)" if exp.unreliable[index] else ""
     return {
         "words": spans,
         "map": overlay,
-        "label": f"Text-to-Patch of '{word}' ({scale})",
+        "label": f"Text-to-Patch of '{word}' ({scale}{methods}){flagged}",
         "gallery": gallery,
         "gallery_label": render.gallery_label(exp, index),
         "files": [str(p) for p in [*word_files, *result.files]],

@@ -3,8 +3,9 @@
 Layout (LLaVA's demo convention): the image and question on the left; one panel per model on the
 right (two side by side with `--compare`). A panel streams the answer, then lists its words;
 clicking a word shows its Text-to-Patch map over the image - in every panel at once, on one
-shared colour scale, with each panel's numbers (peak, concentration, Query-to-Patch mass and the
-vanished flag) under its map - the Query-to-Patch maps of the visual tokens it relies on most (the
+shared colour scale, with each panel's numbers (peak, concentration, Query-to-Patch mass, kept
+share and, for a map that is not evidence, why) under its map; a Q-Former / resampler shows GAE and
+the attention rollout side by side - the Query-to-Patch maps of the visual tokens it relies on most (the
 gallery shows what a Q-Former query mixes together; for DeCo's pooling it shows the windows), and
 offers the PNGs and every map as .npz for download.
 """
