@@ -188,7 +188,7 @@ def _check(qa, r):
         others = [o for o in scene.objects if o is not ref]
         assert all(abs(o.cx - ref.cx) > margin for o in others)
         (hit,) = [o for o in others if sign * (o.cx - ref.cx) > margin]
-        assert qa.answer == f"{hit.colour} {hit.shape}"
+        assert qa.answer == hit.name  # the full name: one token of the world LM, as in captions
     elif m := re.fullmatch(r"How many (\w+) objects are there\?", q):
         assert qa.answer == str(len(_objs(scene, colour=m[1])))
     elif m := re.fullmatch(r"How many (\w+) are there\?", q):
@@ -324,6 +324,21 @@ def test_eval_questions_format(world):
         if r["category"] == "localization":
             values = json.loads(r["answer"])
             assert len(values) == 4 and all(0 <= v <= 1 for v in values)
+
+
+def test_eval_questions_are_balanced_across_categories(tmp_path):
+    """One question per category per scene (the task groups equally precise); yes/no cycles through
+    POPE split x answer from scene to scene."""
+    from collections import Counter
+
+    root = generate_world(tmp_path / "w", train=2, eval=36, seed=5, progress=False).root
+    records = [json.loads(x) for x in (root / "eval" / "questions.jsonl").read_text().splitlines()]
+    per_scene = Counter((r["scene_id"], r["category"]) for r in records)
+    assert set(per_scene.values()) == {1}
+    counts = Counter(r["category"] for r in records)
+    assert counts["yesno"] == 36 and max(counts.values()) - min(counts.values()) <= 3
+    yesno = Counter((r["pope_split"], r["answer"]) for r in records if r["category"] == "yesno")
+    assert len(yesno) == 6 and max(yesno.values()) - min(yesno.values()) <= 2
 
 
 def test_relevance_cases_and_masks(world):

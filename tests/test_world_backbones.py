@@ -46,6 +46,30 @@ def test_checkpoints_load_with_auto_classes(built):
     assert logits.shape[-1] == len(tok)
 
 
+def test_an_object_name_is_one_token_and_starts_from_its_words():
+    """`small red star` is one token (a visual token carries every attribute of its patch too), and
+    its embedding starts as the scaled sum of its words' (`compose_phrase_embeddings`)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from decovlm.world.lm import LMSpec, compose_phrase_embeddings, llama_config
+    from decovlm.world.tokenizer import train_tokenizer
+
+    texts = ["a small red star, a large blue circle and a small red square.",
+             "Is there a red star in the image? What colour is the star?"] * 50  # fmt: skip
+    tok = train_tokenizer(texts, vocab_size=600)
+    ids = tok(" a small red star and a red star.", add_special_tokens=False).input_ids
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert "ĠsmallĠredĠstar" in pieces and "ĠredĠstar" in pieces
+    assert tok.decode(ids) == " a small red star and a red star."
+    model = LlamaForCausalLM(llama_config(LMSpec(hidden_size=16, num_layers=1, num_heads=2,
+                                                 intermediate_size=32), tok))  # fmt: skip
+    assert compose_phrase_embeddings(model, tok) >= 2
+    emb, vocab = model.get_input_embeddings().weight, tok.get_vocab()
+    want = (emb[vocab["Ġsmall"]] + emb[vocab["Ġred"]] + emb[vocab["Ġstar"]]) / 3**0.5
+    torch.testing.assert_close(emb[vocab["ĠsmallĠredĠstar"]], want)
+
+
 def test_tokenizer_round_trip_and_chat_template(built):
     from transformers import AutoTokenizer
 

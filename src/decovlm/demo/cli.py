@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--retrain-backbones", action="store_true",
+        help="remake the world's tokenizer, vision encoder and LM with the shipped recipe (about an hour "
+             "on 2 CPU cores) instead of loading the ones shipped with decovlm",
+    )  # fmt: skip
+    parser.add_argument(
         "--budget", nargs="*", default=[], metavar="PRESET|KEY=VALUE",
         help="a preset (default: ~13 min on 2 CPU cores; gpu: the paper's whole comparison, 5 projectors "
              "at two M, 3 seeds; auto, the default, picks gpu when CUDA is present) and/or overrides, "
@@ -85,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         overrides = parse_budget(args.budget)
         cfg = DemoConfig(out_dir=args.out, quick=args.quick, tokens=args.tokens, extra=list(args.extra),
                          seeds=args.seeds, device=args.device, threads=args.threads,
-                         preset=overrides.pop("_preset", "auto"), budget_overrides=overrides)  # fmt: skip
+                         preset=overrides.pop("_preset", "auto"), budget_overrides=overrides,
+                         retrain_backbones=args.retrain_backbones)  # fmt: skip
         cfg.projectors  # noqa: B018  (parses every spec: a typo in --extra fails before any work)
     except ValueError as err:
         raise UserError(str(err)) from None

@@ -18,7 +18,9 @@ class Budget:
 
     train_scenes: int
     eval_scenes: int
-    backbones: str  # prepare_backbones budget
+    # "shipped": the pretrained backbones shipped with decovlm (`decovlm.world.pretrain`), as the
+    # paper starts from CLIP and Vicuna; or a `world.backbones` budget trained on the demo's world.
+    backbones: str
     align_steps: int
     finetune_steps: int
     batch_size: int
@@ -29,6 +31,8 @@ class Budget:
     eval_questions: int | None  # held-out questions for the final scores (None: all)
     relevance_cases: int
     max_new_tokens: int = 24
+    # Questions answered at a time when scoring (sorted by length; finished rows leave the batch).
+    eval_batch_size: int = 64
     # Seeds per projector unless --seeds says otherwise.
     seeds: int = 1
     # More projectors of the paper's comparison (short names, see DemoConfig.projectors), and a
@@ -37,7 +41,7 @@ class Budget:
     second_tokens: int = 0
     # World options: the lattice world (object centres on the patch grid; boxes follow from which
     # patch holds the object, docs/world_learnability.md, sixth round). 0: free placement.
-    position_grid: int = 0
+    position_grid: int = 8
     # Per-task-group curriculum: > 0 trains a second model per projector from the same aligned
     # projector on box questions alone for this many steps, and scores localization with it. In a
     # mix boxes were never learned; alone they were (53.5% Acc@0.5 at 1,600 steps on the lattice
@@ -46,10 +50,10 @@ class Budget:
 
 
 BUDGETS = {
-    "default": Budget(train_scenes=8000, eval_scenes=60, backbones="default", align_steps=150,
+    "default": Budget(train_scenes=8000, eval_scenes=60, backbones="shipped", align_steps=150,
                       finetune_steps=1200, batch_size=16, align_lr=2e-3, finetune_lr=5e-4,
                       curve_points=6, curve_questions=80, eval_questions=None, relevance_cases=24),
-    "quick": Budget(train_scenes=150, eval_scenes=12, backbones="quick", align_steps=10,
+    "quick": Budget(train_scenes=150, eval_scenes=12, backbones="shipped", align_steps=10,
                     finetune_steps=24, batch_size=8, align_lr=2e-3, finetune_lr=5e-4,
                     curve_points=2, curve_questions=12, eval_questions=40, relevance_cases=4),
     # One H100/H200-class GPU (issue 25): the paper's whole comparison (five projectors at M = 16 and
@@ -58,7 +62,7 @@ BUDGETS = {
     # than on 2 CPU cores (70 vs 6.4 steps/s); tiny models are launch-bound on a GPU, so width is
     # nearly free. Not yet run on a GPU: sizes are from the CPU measurements scaled by that ratio
     # (boxes: 1,600 box-only steps learned them on the lattice world, sixth round).
-    "gpu": Budget(train_scenes=16000, eval_scenes=200, backbones="gpu", align_steps=300,
+    "gpu": Budget(train_scenes=16000, eval_scenes=200, backbones="shipped", align_steps=300,
                   finetune_steps=3000, batch_size=32, align_lr=2e-3, finetune_lr=5e-4,
                   curve_points=8, curve_questions=200, eval_questions=None, relevance_cases=48,
                   seeds=3, extra=("maxpool", "cabstractor"), second_tokens=4, position_grid=8,
@@ -96,6 +100,8 @@ class DemoConfig:
     budget_overrides: dict = field(default_factory=dict)
     # "auto" (gpu when CUDA is present, else default), "default" or "gpu"; --quick wins over it.
     preset: str = "auto"
+    # Remake the backbones with the shipped recipe (an hour on 2 CPU cores) instead of loading them.
+    retrain_backbones: bool = False
 
     @property
     def preset_name(self) -> str:

@@ -38,11 +38,12 @@ class CurveCallback(TrainerCallback):
         start = time.perf_counter()
         was_training = model.training
         model.eval()
+        batch = self.budget.eval_batch_size
         generate = decovlm_generate_fn(
-            model, processor, batch_size=8, max_new_tokens=self.budget.max_new_tokens
+            model, processor, batch_size=batch, max_new_tokens=self.budget.max_new_tokens
         )
         answers = self.out_dir / f"step{step:05d}"
-        scores = evaluate_synthetic(generate, self.data_dir, answers)
+        scores = evaluate_synthetic(generate, self.data_dir, answers, batch_size=batch)
         model.train(was_training)
         point = {
             "step": step,

@@ -37,15 +37,15 @@ def _read_stamped(path: Path, stamp: str) -> dict | None:
     return data if data.get("stamp") == stamp else None
 
 
-def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, Any]:
-    import torch
-
-    from decovlm.world import generate_world, prepare_backbones
+def prepare_world(cfg: DemoConfig, out: Path, device: str, log, times: dict) -> tuple[Any, Any]:
+    """The world's files (rendered here, or reused) and its backbones (shipped, or trained)."""
+    from decovlm.world import generate_world
     from decovlm.world.scene import WORLD_VERSION, WorldConfig
     from decovlm.world.writer import WorldFiles
 
     b = cfg.budget
     world_dir = out / "world"
+    config = WorldConfig(position_grid=b.position_grid)
     stamp = settings_hash(
         {
             "train": b.train_scenes,
@@ -57,6 +57,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
         }
     )
     stamp_file = world_dir / "demo_stamp.json"
+    start = time.perf_counter()
     if _read_stamped(stamp_file, stamp) is not None:
         log(f"world: reusing {world_dir}")
         files = WorldFiles(
@@ -68,18 +69,70 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log) -> tuple[Any, An
     else:
         log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
         files = generate_world(
-            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed,
-            config=WorldConfig(position_grid=b.position_grid),
+            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed, config=config,
         )  # fmt: skip
         atomic_write_json(stamp_file, {"stamp": stamp})
-    log(f"backbones: tokenizer, vision encoder and LM ({b.backbones} budget)")
+    times["world"] = time.perf_counter() - start
+    start = time.perf_counter()
+    backbones = resolve_backbones(cfg, out, config, device, log)
+    times["backbones"] = time.perf_counter() - start
+    return files, backbones
+
+
+def resolve_backbones(cfg: DemoConfig, out: Path, config, device: str, log):
+    """The shipped pretrained backbones when they were made for this world, else trained ones.
+
+    `--retrain-backbones` remakes them here with the shipped recipe (`decovlm world pretrain`);
+    a world whose settings differ from the shipped stamp (another lattice, image size or world
+    version) trains the `default` backbone budget on the demo's own world instead.
+    """
+    import torch
+
+    from decovlm.world import prepare_backbones
+    from decovlm.world.pretrain import SHIPPED, pretrain, shipped_backbones, world_hash
+
     # The demo has the machine to itself: the backbones use the same threads as the MLLM stages
     # (at most 4; these models are too small for more to help).
     threads = cfg.threads or min(4, torch.get_num_threads())
-    backbones = prepare_backbones(
-        world_dir, budget=b.backbones, seed=cfg.world_seed, device=device, threads=threads
+    name = cfg.budget.backbones
+    if cfg.retrain_backbones:
+        folder = out / "backbones"
+        if (found := shipped_backbones(config, folder)) is not None:
+            log(f"backbones: reusing the ones retrained in {folder}")
+            return found
+        log(
+            f"backbones: retraining them with the shipped recipe into {folder} (about an hour on 2 CPU cores)"
+        )
+        pretrain(folder, seed=cfg.world_seed, config=config, device=device, threads=threads)
+        return shipped_backbones(config, folder)
+    if name == "shipped":
+        if (found := shipped_backbones(config)) is not None:
+            log(f"backbones: the pretrained ones shipped with decovlm ({SHIPPED})")
+            return found
+        name = "quick" if cfg.quick else "default"
+        log(f"backbones: the shipped ones were made for another world (this one hashes to "
+            f"{world_hash(config)}); training the '{name}' budget on this world instead")  # fmt: skip
+    log(f"backbones: training the tokenizer, vision encoder and LM ({name} budget)")
+    return prepare_backbones(out / "world", budget=name, seed=cfg.world_seed, device=device,
+                             threads=threads)  # fmt: skip
+
+
+def vision_features(files, backbones, log, times: dict) -> None:
+    """The frozen vision tower's patch features of every training image, computed once for all runs."""
+    from decovlm.train.build import build_model, vision_feature_table
+    from decovlm.train.config import DataSection, ModelSection
+
+    start = time.perf_counter()
+    model, processor = build_model(
+        ModelSection(vision=str(backbones.vision), llm=str(backbones.llm), projector="linear")
     )
-    return files, backbones
+    from decovlm.data.records import load_records
+
+    records = load_records(files.align)
+    log(f"vision features: the frozen encoder's patch features of {len(records)} training images")
+    data = DataSection(path=str(files.align), vision_features="auto")
+    vision_feature_table(data, model, processor, records, str(files.root))
+    times["features"] = time.perf_counter() - start
 
 
 def _train_config(
@@ -94,7 +147,7 @@ def _train_config(
     return TrainConfig(
         model=ModelSection(vision=str(backbones.vision), llm=str(backbones.llm), projector=spec),
         data=DataSection(path=str(data_path), template="plain" if align else "tokenizer", max_length=512,
-                         sampler="random" if align else "length"),
+                         sampler="random" if align else "length", vision_features="auto"),
         training=TrainingSection(
             stage=stage, output_dir=str(out_dir), projector_path=str(projector_path) if projector_path else None,
             max_steps=steps or (b.align_steps if align else b.finetune_steps),
@@ -125,7 +178,6 @@ def train_and_evaluate(
     """
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
     from decovlm.demo.stats import question_outcomes
-    from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
     from decovlm.train import train
 
     b = cfg.budget
@@ -153,12 +205,8 @@ def train_and_evaluate(
     model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
     processor = DecoVLMProcessor.from_pretrained(tuned.model_path)
     log(f"{spec} seed {seed}: scoring the held-out questions (own and swapped images)")
-    generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=b.max_new_tokens)
-    scores = evaluate_synthetic(generate, files.root, run_dir / "eval", limit=b.eval_questions)
-    # The same questions about another scene's image: how much of the score the image earned.
-    swapped = evaluate_synthetic(
-        generate, swapped_data, run_dir / "eval_swapped", limit=b.eval_questions
-    )
+    start = time.perf_counter()
+    scores, swapped = _score(model, processor, b, files.root, swapped_data, run_dir)
     steps = b.align_steps + b.finetune_steps
     outcomes = question_outcomes(files.root, run_dir / "eval")
     swapped_outcomes = question_outcomes(swapped_data, run_dir / "eval_swapped")
@@ -177,6 +225,7 @@ def train_and_evaluate(
                 "accuracy": 100 * sum(table.values()) / max(1, len(table)),
                 "n": len(table),
             }
+    eval_time = time.perf_counter() - start
     result = {
         "stamp": stamp,
         "spec": spec,
@@ -195,12 +244,30 @@ def train_and_evaluate(
         "train_seconds": align_time + finetune_time,
         "align_seconds": align_time,
         "finetune_seconds": finetune_time,
+        "curve_seconds": curve.seconds,
+        "eval_seconds": eval_time,
         "samples_per_second": steps * b.batch_size / max(align_time + finetune_time, 1e-9),
         "final_loss": _last_loss(tuned.metrics),
         "skipped": tuned.skipped.get("total", 0),
     }
     atomic_write_json(run_dir / RESULT, result)
     return result
+
+
+def _score(
+    model, processor, b, data: Path, swapped_data: Path, run_dir: Path, prefix: str = "eval"
+):
+    """Held-out scores with each question's own image and with another scene's image (the control)."""
+    from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
+
+    generate = decovlm_generate_fn(model, processor, batch_size=b.eval_batch_size,
+                                   max_new_tokens=b.max_new_tokens)  # fmt: skip
+    scores = evaluate_synthetic(generate, data, run_dir / prefix, limit=b.eval_questions,
+                                batch_size=b.eval_batch_size)  # fmt: skip
+    # The same questions about another scene's image: how much of the score the image earned.
+    swapped = evaluate_synthetic(generate, swapped_data, run_dir / f"{prefix}_swapped",
+                                 limit=b.eval_questions, batch_size=b.eval_batch_size)  # fmt: skip
+    return scores, swapped
 
 
 def _grounding_stage(
@@ -224,7 +291,8 @@ def _grounding_stage(
     seconds = time.perf_counter() - start
     model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
     processor = DecoVLMProcessor.from_pretrained(tuned.model_path)
-    generate = decovlm_generate_fn(model, processor, batch_size=8, max_new_tokens=b.max_new_tokens)
+    generate = decovlm_generate_fn(model, processor, batch_size=b.eval_batch_size,
+                                   max_new_tokens=b.max_new_tokens)  # fmt: skip
     out: dict = {
         "model_path": str(tuned.model_path),
         "steps": b.grounding_steps,
@@ -235,7 +303,7 @@ def _grounding_stage(
             source, run_dir / f"grounding_{key}_data", ["localization"], ids
         )
         answers = run_dir / f"grounding_{key}"
-        out[key] = {"scores": evaluate_synthetic(generate, data, answers),
+        out[key] = {"scores": evaluate_synthetic(generate, data, answers, batch_size=b.eval_batch_size),
                     "outcomes": question_outcomes(data, answers)}  # fmt: skip
     return out
 
@@ -294,7 +362,9 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
 
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    files, backbones = prepare_world(cfg, out, device, log)
+    times: dict[str, float] = {}
+    files, backbones = prepare_world(cfg, out, device, log, times)
+    vision_features(files, backbones, log, times)
     swapped_data = write_swapped_questions(files.root, out / "swapped_data")
     curve_data = write_curve_questions(files.root, out / "curve_data", cfg.budget.curve_questions)
     results = [
@@ -302,11 +372,15 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
         for spec in cfg.projectors
         for seed in range(cfg.n_seeds)
     ]
+    start = time.perf_counter()
     relevance = relevance_scores(cfg, results, files, device, log)
+    times["relevance"] = time.perf_counter() - start
     log("figures: relevance maps of a fixed example")
+    start = time.perf_counter()
     figure = draw_paper_figure(results, files, out / "figures", device)
+    times["figures"] = time.perf_counter() - start
     report = build_report(
-        cfg, results, relevance, files, backbones, figure, time.perf_counter() - started
+        cfg, results, relevance, files, backbones, figure, time.perf_counter() - started, times
     )
     write_report(report, out)
     return report

@@ -108,7 +108,16 @@ def _score_intervals(rows: list[dict], results: list[dict], categories: dict[str
                 row["ci"][name] = boot.score(row["spec"], cats).to_dict()
 
 
-def build_report(cfg, results, relevance, files, backbones, figure: dict, seconds: float) -> dict:
+def build_report(
+    cfg,
+    results,
+    relevance,
+    files,
+    backbones,
+    figure: dict,
+    seconds: float,
+    times: dict | None = None,
+) -> dict:
     from decovlm.demo.stats import question_categories
 
     chance = chance_levels(Path(files.questions))
@@ -126,6 +135,7 @@ def build_report(cfg, results, relevance, files, backbones, figure: dict, second
         },  # fmt: skip
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "total_seconds": seconds,
+        "stage_seconds": stage_seconds(results, times or {}, seconds),
         "backbones": backbones.metrics,
         "chance": chance,
         "rows": rows,
@@ -135,6 +145,22 @@ def build_report(cfg, results, relevance, files, backbones, figure: dict, second
         "convergence": _convergence_json(conv),
         "figures": figure,
     }
+
+
+def stage_seconds(results: list[dict], times: dict, total: float) -> dict[str, float]:
+    """Wall seconds per stage of the run (world, backbones, features, each run's stages, relevance,
+    figures), so a slow run says where its time went; a reused stage counts what it took when made."""
+    out = {k: round(times[k], 1) for k in ("world", "backbones", "features") if k in times}
+    for r in results:
+        name = f"{r['spec']} seed {r['seed']}"
+        for stage in ("align", "finetune", "curve", "eval"):
+            if f"{stage}_seconds" in r:
+                out[f"{name}: {stage}"] = round(r[f"{stage}_seconds"], 1)
+        if r.get("grounding"):
+            out[f"{name}: grounding"] = round(r["grounding"].get("seconds", 0.0), 1)
+    out.update({k: round(times[k], 1) for k in ("relevance", "figures") if k in times})
+    out["total"] = round(total, 1)
+    return out
 
 
 def _convergence_json(conv: dict | None) -> dict | None:

@@ -175,6 +175,18 @@ def _convergence_lines(report: dict) -> list[str]:
     ]
 
 
+def time_table(report: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Wall time per stage, in seconds and as a share of the run."""
+    stages = report.get("stage_seconds")
+    if not stages:
+        return None
+    total = stages.get("total") or sum(stages.values())
+    rows = [[name, f"{sec:.0f}", f"{100 * sec / total:.0f}%" if total else "-"]
+            for name, sec in stages.items() if name != "total"]  # fmt: skip
+    rows.append(["total", f"{total:.0f}", "100%"])
+    return ["stage", "seconds", "share"], rows
+
+
 def _fmt(value, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -239,8 +251,14 @@ def report_markdown(report: dict, out: Path) -> str:
     for name, path in report["figures"].items():
         if name != "convergence" and path:
             lines += [f"![{name}]({rel(path)})", ""]
+    times = time_table(report)
+    if times:
+        lines += ["## Where the time went", "", _markdown(*times), ""]
+    shipped = "shipped" in bb
     lines += [
-        "## The backbones (trained here, then frozen)",
+        "## The backbones ("
+        + ("the pretrained ones shipped with decovlm" if shipped else "trained here")
+        + ", frozen in the MLLM)",
         "",
         "```",
         *(f"{k}: {v}" for k, v in bb.items()),

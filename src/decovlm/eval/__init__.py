@@ -18,14 +18,22 @@ def evaluate_synthetic(
     out_dir: str | Path,
     limit: int | None = None,
     progress: bool = False,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """Score `generate_fn` on the synthetic world's held-out questions (<data_dir>/eval/questions.jsonl).
 
     Returns the per-category scores (vqa, count, localization, yesno, multiple_choice, overall;
     accuracies in %); answers.jsonl and scores.json are written to `out_dir` (resumable).
+    `batch_size` questions go to `generate_fn` at a time.
     """
     return run_benchmark(
-        "synthetic", generate_fn, data_dir, out_dir, limit=limit, progress=progress
+        "synthetic",
+        generate_fn,
+        data_dir,
+        out_dir,
+        limit=limit,
+        progress=progress,
+        batch_size=batch_size,
     )["scores"]
 
 

@@ -36,7 +36,7 @@ from decovlm.eval.metrics.conventions import (
     has_conventions,
     resolve_convention,
 )
-from decovlm.utils.io import append_jsonl, atomic_write_json, read_json, read_jsonl
+from decovlm.utils.io import append_jsonl_many, atomic_write_json, read_json, read_jsonl
 
 GenerateFn = Callable[[Sequence[tuple[Image.Image | None, str]]], list[str]]
 ANSWERS, SCORES, RUN = "answers.jsonl", "scores.json", "run.json"
@@ -206,7 +206,12 @@ def _generate(
     """Answer the items without an answer in `answers_path` (appending each); all records by id."""
     done = {str(r["question_id"]): r for r in read_jsonl(answers_path) if "question_id" in r}
     todo = [it for it in items if it.question_id not in done or done[it.question_id].get("error")]
+    if batch_size > 1:
+        # Batches of similar prompts (as lmms-eval sorts by length): less padding, and the long
+        # answers of one task decode together instead of holding up every batch.
+        todo.sort(key=lambda it: len(it.prompt))
     bar = tqdm(total=len(todo), desc=bench.name, disable=not progress, unit="q")
+    pending: list[dict[str, Any]] = []  # written once per batch: one write and fsync
 
     def record(item: EvalItem, answer: str | None, error: str | None = None) -> None:
         rec = {
@@ -222,9 +227,13 @@ def _generate(
         # A row that fails the same way again (a malformed row, a still-missing image) is
         # already recorded: one line per id, however many reruns.
         if not (error and done.get(item.question_id, {}).get("error") == error):
-            append_jsonl(answers_path, rec)
+            pending.append(rec)
         done[item.question_id] = rec
         bar.update(1)
+
+    def write() -> None:
+        append_jsonl_many(answers_path, pending)
+        pending.clear()
 
     batch: list[tuple[EvalItem, Image.Image | None]] = []
 
@@ -239,15 +248,18 @@ def _generate(
         for (it, _), text in zip(batch, outputs):
             record(it, str(text))
         batch.clear()
+        write()
 
     for item in todo:
         if item.error:
             record(item, None, item.error)
+            write()
             continue
         try:
             image = open_item_image(item)
         except ValueError as err:
             record(item, None, f"question {item.question_id}: {err}")
+            write()
             continue
         batch.append((item, image))
         if len(batch) >= batch_size:

@@ -103,9 +103,16 @@ def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     A torn last line left by an earlier crash is cut off first (under the lock, so concurrent
     appenders from dataloader workers or ranks never cut each other's lines).
     """
+    append_jsonl_many(path, [record])
+
+
+def append_jsonl_many(path: str | os.PathLike, records: list[Any]) -> None:
+    """Append several JSON lines in one write and one fsync (a batch of answers), as `append_jsonl`."""
+    if not records:
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = json_line(record).encode("utf-8")
+    data = "".join(json_line(r) for r in records).encode("utf-8")
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         _lock(fd)

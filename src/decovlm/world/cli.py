@@ -1,4 +1,5 @@
-"""`decovlm world`: write the synthetic world's data set (and optionally its backbones) to disk."""
+"""`decovlm world`: write the synthetic world's data set (and optionally its backbones) to disk;
+`decovlm world pretrain`: make the world's pretrained backbones (what the package ships)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["write", "pretrain"],
+        default="write",
+        help="write (default): the world's images, conversations and eval questions; pretrain: train "
+        "the tokenizer, CLIP vision encoder and Llama LM once, as the package ships them "
+        "(`decovlm world pretrain --out src/decovlm/world/weights` remakes the shipped copy)",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--train", type=int, default=2000, help="training scenes (default 2000)")
     parser.add_argument("--eval", type=int, default=200, help="held-out eval scenes (default 200)")
@@ -15,34 +25,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--position-grid",
         type=int,
-        default=0,
-        help="0: objects anywhere (default); N: object centres on an N x N lattice (8 = patch grid)",
+        default=8,
+        help="object centres on an N x N lattice (default 8, the patch grid: the world the shipped "
+        "backbones were trained on); 0: objects anywhere",
     )
     parser.add_argument(
         "--pope-pairs", type=int, default=1, help="yes+no pairs per POPE split per eval scene"
     )
     parser.add_argument(
         "--backbones",
-        choices=["none", "quick", "default"],
+        choices=["none", "quick", "default", "ship", "tiny"],
         default="none",
-        help="also train the small tokenizer / vision encoder / LLM into OUT/backbones",
+        help="write: also train the small tokenizer / vision encoder / LLM into OUT/backbones; "
+        "pretrain: the budget (default ship, about an hour on 2 CPU cores; tiny for tests)",
     )
-    parser.add_argument("--device", default="cpu", help="device for --backbones (cpu, cuda, auto)")
+    parser.add_argument("--device", default="auto", help="device for training (auto, cpu, cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _world_config(args: argparse.Namespace):
+    from decovlm.errors import UserError
+    from decovlm.world.scene import WorldConfig
+
+    try:
+        return WorldConfig(image_size=args.image_size, position_grid=args.position_grid)
+    except ValueError as err:
+        flag = "--position-grid" if "position_grid" in str(err) else "--image-size"
+        raise UserError(f"{flag}: {err}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from decovlm.errors import UserError
-    from decovlm.world.scene import WorldConfig
+
+    config = _world_config(args)
+    if args.action == "pretrain":
+        return run_pretrain(args, config)
     from decovlm.world.writer import generate_world
 
     if args.train < 1 or args.eval < 1:
         raise UserError(f"--train and --eval must be >= 1, got {args.train} and {args.eval}")
-    try:
-        config = WorldConfig(image_size=args.image_size, position_grid=args.position_grid)
-    except ValueError as err:
-        flag = "--position-grid" if "position_grid" in str(err) else "--image-size"
-        raise UserError(f"{flag}: {err}") from None
+    if args.backbones in ("ship", "tiny"):
+        raise UserError(
+            f"--backbones {args.backbones} is a pretrain budget: use `decovlm world pretrain "
+            f"--backbones {args.backbones}`, or quick/default here"
+        )
     files = generate_world(
         args.out,
         train=args.train,
@@ -59,7 +86,23 @@ def run(args: argparse.Namespace) -> int:
 
         paths = prepare_backbones(
             files.root, budget=args.backbones, seed=args.seed, device=args.device,
-            progress=not args.no_progress,
+            threads=args.threads, progress=not args.no_progress,
         )  # fmt: skip
         print(f"backbones in {paths.root}: {json.dumps(paths.metrics)}")
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace, config) -> int:
+    from decovlm.errors import UserError
+    from decovlm.world.pretrain import WORLD_SIZES, pretrain
+
+    budget = "ship" if args.backbones == "none" else args.backbones
+    if budget not in WORLD_SIZES:
+        raise UserError(
+            f"--backbones {budget}: pretrain budgets are {', '.join(WORLD_SIZES)} (quick/default train "
+            "a written world's backbones: `decovlm world --backbones ...`)"
+        )
+    out = pretrain(args.out, budget=budget, seed=args.seed, config=config, device=args.device,
+                   threads=args.threads, progress=not args.no_progress)  # fmt: skip
+    print(f"pretrained backbones in {out} (card: {out / 'README.md'})")
     return 0

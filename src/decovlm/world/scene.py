@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-WORLD_VERSION = "4"
+WORLD_VERSION = "5"
 
 # Shape names and the plural used in counting questions.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "cross")

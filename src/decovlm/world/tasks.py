@@ -128,8 +128,10 @@ def spatial_questions(scene: Scene) -> list[QA]:
                 continue
             a = objs[hits[0]]
             q = f"What is {side} of the {name}?"
-            answer = f"{a.colour} {a.shape}"
-            accepted = [answer, f"the {answer}", f"a {answer}", a.name, f"the {a.name}"]
+            # The object's full name, as the caption (and the LM's one token per object) gives it.
+            answer = a.name
+            short = f"{a.colour} {a.shape}"
+            accepted = [answer, f"the {answer}", f"a {answer}", short, f"the {short}"]
             out.append(QA("vqa", side, q, _short(q), answer, accepted, object=hits[0],
                           target_word=a.shape))  # fmt: skip
     return out

@@ -1,7 +1,13 @@
 """The world's tokenizer and text corpus.
 
 A byte-level BPE (`tokenizers`) trained on the world's training text: with a few hundred merges
-every world word becomes one token, and byte-level decoding round-trips any text exactly. It is
+every world word becomes one token, and byte-level decoding round-trips any text exactly. An
+object's name ("small red star", "red star") is one pre-token and so, after BPE, one token: a
+visual token carries every attribute of its patch at once, and an LM that reads an object's
+attributes off one token reads them off a visual token the same way. With one token per word the
+small LM had to bind adjacent words ("orange" to "square") with attention, and after 4,000 steps
+still answered "What colour is the square?" from the caption only 29% of the time; with object
+tokens 100% (docs/world_learnability.md, ninth round). It is
 saved as an ordinary HF fast tokenizer with `<s>`/`</s>`/`<pad>`/`<unk>`, `<image>` as an extra
 special token, and a Vicuna-style chat template:
 
@@ -138,22 +144,7 @@ def world_corpus(world_dir: str | Path, context: str = "none") -> tuple[list[str
     for rec in _read_json(finetune_path):
         ctx = contexts.get(rec.get("id"))
         train.append(chat_text(_turns(rec, finetune_path), drop_image=True, context=ctx))
-    questions = root / "eval" / "questions.jsonl"
-    if not questions.exists():
-        raise FileNotFoundError(f"{questions} not found: write the world with `decovlm world`")
-    heldout = []
-    eval_contexts = _scene_contexts(root, "eval", context)
-    for n, line in enumerate(questions.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                q = json.loads(line)
-                ctx = eval_contexts.get(q.get("scene_id"))
-                turn = (f"{IMAGE}\n{q['text']}" if ctx is not None else q["text"], q["answer"])
-                heldout.append(chat_text([turn], context=ctx))
-            except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(
-                    f"{questions}: line {n} is not a question record ({err})"
-                ) from None
+    heldout = [doc for docs in heldout_documents(root, context).values() for doc in docs]
     return train, heldout
 
 
@@ -165,13 +156,26 @@ def vocabulary_text() -> list[str]:
     return [" ".join(words), *PROMPTS.values()]
 
 
-def train_tokenizer(texts: list[str], vocab_size: int = 768):
+# GPT-2's pre-tokenization (words with their leading space, numbers, punctuation, spaces), with an
+# object's name ([size] colour shape, singular) kept whole in front of it.
+WORDS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def object_phrase_pattern() -> str:
+    colours, shapes = "|".join(vocabulary()["colours"]), "|".join(SHAPES)
+    return rf" ?(?:(?:{'|'.join(SIZES)}) )?(?:{colours}) (?:{shapes})(?![a-z])"
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 1024):
     """Train the byte-level BPE and wrap it as a `PreTrainedTokenizerFast` with the chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    split = pre_tokenizers.Split(Regex(f"{object_phrase_pattern()}|{WORDS}"), behavior="isolated")
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -196,3 +200,25 @@ def train_tokenizer(texts: list[str], vocab_size: int = 768):
     )
     hf.chat_template = CHAT_TEMPLATE
     return hf
+
+
+def heldout_documents(world_dir: str | Path, context: str = "none") -> dict[str, list[str]]:
+    """The held-out questions with their answers in chat form (`context` where the image goes), by category."""
+    root = Path(world_dir)
+    questions = root / "eval" / "questions.jsonl"
+    if not questions.exists():
+        raise FileNotFoundError(f"{questions} not found: write the world with `decovlm world`")
+    out: dict[str, list[str]] = {}
+    eval_contexts = _scene_contexts(root, "eval", context)
+    for n, line in enumerate(questions.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                q = json.loads(line)
+                ctx = eval_contexts.get(q.get("scene_id"))
+                turn = (f"{IMAGE}\n{q['text']}" if ctx is not None else q["text"], q["answer"])
+                out.setdefault(str(q.get("category")), []).append(chat_text([turn], context=ctx))
+            except (json.JSONDecodeError, KeyError) as err:
+                raise ValueError(
+                    f"{questions}: line {n} is not a question record ({err})"
+                ) from None
+    return out

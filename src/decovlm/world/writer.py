@@ -32,8 +32,14 @@ from decovlm.world.scene import WORLD_VERSION, WorldConfig, sample_scene, vocabu
 from decovlm.world.tasks import PROMPTS, QA, all_questions, caption, localization_questions
 
 IMAGE_TOKEN = "<image>"
-# Per eval scene: how many questions of each category go into questions.jsonl (yes/no: all).
-EVAL_PER_SCENE = {"vqa": 2, "count": 1, "localization": 1, "multiple_choice": 1}
+# Per eval scene: one question of each category, so the categories (and the paper's task groups
+# built from them) are equally sized and a comparison is as precise on one as on another (with
+# every yes/no question of a scene, 360 of 660 questions were yes/no and the other tasks' intervals
+# were the widest). The yes/no question cycles through (POPE split, answer) from scene to scene.
+EVAL_PER_SCENE = {"vqa": 1, "count": 1, "localization": 1, "yesno": 1, "multiple_choice": 1}
+YESNO_CYCLE = [
+    (split, answer) for split in ("random", "popular", "adversarial") for answer in ("yes", "no")
+]
 
 
 @dataclass
@@ -130,8 +136,11 @@ def eval_records(rendered: RenderedScene, image: str, seed: int, pope_pairs: int
     groups = all_questions(rendered, rng, pope_pairs=pope_pairs)
     picked: list[QA] = []
     for category in ("vqa", "count", "localization", "yesno", "multiple_choice"):
-        k = EVAL_PER_SCENE.get(category, len(groups[category]))
-        picked += _pick(groups[category], k, rng)
+        pool = groups[category]
+        if category == "yesno":
+            split, answer = YESNO_CYCLE[rendered.scene.index % len(YESNO_CYCLE)]
+            pool = [q for q in pool if (q.pope_split, q.answer) == (split, answer)] or pool
+        picked += _pick(pool, EVAL_PER_SCENE[category], rng)
     records = []
     for n, qa in enumerate(picked):
         rec = {
