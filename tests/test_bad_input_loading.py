@@ -325,16 +325,16 @@ def test_eval_disk_full_is_one_line_and_a_rerun_resumes(tmp_path, monkeypatch, c
 
     data = make_vqav2(tmp_path / "data")
     out = tmp_path / "out"
-    real_append = runner.append_jsonl
+    real_append = runner.append_jsonl_many
     calls = []
 
-    def full_after_one(path, record):
-        calls.append(record)
+    def full_after_one(path, records):  # the first batch of answers is written, then the disk fills
+        calls.append(records)
         if len(calls) > 1:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real_append(path, record)
+        real_append(path, records)
 
-    monkeypatch.setattr(runner, "append_jsonl", full_after_one)
+    monkeypatch.setattr(runner, "append_jsonl_many", full_after_one)
     with pytest.raises(DiskFullError, match=f"{out}: the disk is full"):
         run_benchmark("vqav2", FakeModel(RULES), data, out, progress=False)
     # the CLI: one line, exit 2
@@ -346,7 +346,7 @@ def test_eval_disk_full_is_one_line_and_a_rerun_resumes(tmp_path, monkeypatch, c
     _one_line(
         capsys, main([*argv, "--quiet"]), "eval", "the disk is full (no space left on device)"
     )
-    monkeypatch.setattr(runner, "append_jsonl", real_append)
+    monkeypatch.setattr(runner, "append_jsonl_many", real_append)
     assert main([*argv, "--quiet"]) == 0  # space again: the rerun finishes
     assert json.loads((out / "scores.json").read_text())["n_questions"] == 2
 

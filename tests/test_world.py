@@ -386,3 +386,24 @@ def test_cli_writes_a_world(tmp_path, capsys):
         main(["world", "--out", str(tmp_path), "--train", "2", "--eval", "1", "--no-progress"]) == 0
     )
     assert len(list((tmp_path / "images").glob("*.png"))) == 3
+
+
+def test_boxes_on_the_patch_lattice():
+    """box_grid=8: every box edge on the 8x8 lattice, at least one cell, and the nearest lattice box
+    to the object's pixel box (each edge within half a cell)."""
+    from decovlm.world.tasks import localization_questions, snap_box
+
+    config = WorldConfig(position_grid=8, box_grid=8)
+    seen = 0
+    for i in range(20):
+        rendered = render_scene(sample_scene(2, "train", i, config))
+        for qa in localization_questions(rendered):
+            box = json.loads(qa.answer)
+            assert all(abs(v * 8 - round(v * 8)) < 0.05 for v in box)  # 2-decimal lattice values
+            assert box[2] - box[0] >= 0.12 and box[3] - box[1] >= 0.12
+            exact = rendered.normalized_box(qa.object)
+            assert all(abs(a - b) <= 1 / 16 + 1e-9 for a, b in zip(snap_box(exact, 8), exact))
+            seen += 1
+    assert seen > 10
+    assert snap_box((0.0, 0.0, 0.04, 0.04), 8) == (0.0, 0.0, 0.125, 0.125)  # never empty
+    assert snap_box((0.96, 0.5, 1.0, 0.6), 8) == (0.875, 0.5, 1.0, 0.625)

@@ -223,7 +223,13 @@ def check_claims(
     `results`: the runs (spec, seed, outcomes, swapped_outcomes, curve points with outcomes,
     projector_params, visual_tokens). Returns (claims, convergence summary or None).
     """
-    full, deco, qformer = "mlp2x_gelu", f"avgpool2_{tokens}", f"qformer2_{tokens}"
+    from decovlm.demo.config import SHORT_NAMES
+    from decovlm.projectors import ProjectorSpec
+
+    full, deco, qformer = (
+        str(ProjectorSpec.parse(SHORT_NAMES[name]).with_tokens(tokens)) if name != "mlp"
+        else SHORT_NAMES[name] for name in ("mlp", "deco", "qformer")
+    )  # fmt: skip
     own, swapped = _tables(results, "outcomes"), _tables(results, "swapped_outcomes")
     tables = {**own, **{f"{k}|swapped": v for k, v in swapped.items()}}
     specs = set(own)
@@ -290,17 +296,20 @@ def check_claims(
 
 def _extra_comparisons(boot, others, deco, tokens, learned, quick) -> list[dict]:
     """DeCo against every other compressive projector at the same M, and DeCo at other token counts."""
+    from decovlm.projectors import ProjectorSpec
+
     out = []
     for spec in others:
         iv, a, b = boot.diff(deco, spec), boot.score(deco), boot.score(spec)
-        if spec.endswith(f"_{tokens}"):
+        parsed = ProjectorSpec.parse(spec)
+        if parsed.tokens == tokens:
             out.append(_claim(f"DeCo beats {spec} at the same {tokens} tokens (overall accuracy)", iv,
                               f"overall {a.estimate:.1f} vs {b.estimate:.1f}; difference {iv.text()}",
                               sane=_needs(learned, None), quick=quick))  # fmt: skip
-        elif spec.startswith("avgpool2_"):  # the token-count trade-off, same projector
+        elif parsed.with_tokens(tokens) == ProjectorSpec.parse(deco):  # DeCo at another M
             iv = boot.diff(spec, deco)
             out.append(_claim(
-                f"DeCo keeps its accuracy with {spec.split('_')[-1]} instead of {tokens} tokens (not worse by "
+                f"DeCo keeps its accuracy with {parsed.tokens} instead of {tokens} tokens (not worse by "
                 f"more than {KEEP_MARGIN:g} points)", iv,
                 f"overall {b.estimate:.1f} vs {a.estimate:.1f}; difference {iv.text()}",
                 sane=_needs(learned, None), quick=quick, margin=-KEEP_MARGIN))  # fmt: skip

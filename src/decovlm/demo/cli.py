@@ -34,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--workers", type=int, default=None,
+        help="trainings side by side in worker processes (default: one per CPU core on a CPU, 1 on a "
+             "GPU; these models are too small for a second thread to help one run)",
+    )  # fmt: skip
+    parser.add_argument(
         "--retrain-backbones", action="store_true",
         help="remake the world's tokenizer, vision encoder and LM with the shipped recipe (about an hour "
              "on 2 CPU cores) instead of loading the ones shipped with decovlm",
@@ -85,13 +90,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
     try:
         square_side(args.tokens, "--tokens")
         overrides = parse_budget(args.budget)
         cfg = DemoConfig(out_dir=args.out, quick=args.quick, tokens=args.tokens, extra=list(args.extra),
                          seeds=args.seeds, device=args.device, threads=args.threads,
                          preset=overrides.pop("_preset", "auto"), budget_overrides=overrides,
-                         retrain_backbones=args.retrain_backbones)  # fmt: skip
+                         retrain_backbones=args.retrain_backbones, workers=args.workers)  # fmt: skip
         cfg.projectors  # noqa: B018  (parses every spec: a typo in --extra fails before any work)
     except ValueError as err:
         raise UserError(str(err)) from None

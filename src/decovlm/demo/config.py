@@ -42,11 +42,19 @@ class Budget:
     # World options: the lattice world (object centres on the patch grid; boxes follow from which
     # patch holds the object, docs/world_learnability.md, sixth round). 0: free placement.
     position_grid: int = 8
+    # Boxes on the patch lattice (WorldConfig.box_grid); 0: to the pixel.
+    box_grid: int = 8
     # Per-task-group curriculum: > 0 trains a second model per projector from the same aligned
     # projector on box questions alone for this many steps, and scores localization with it. In a
     # mix boxes were never learned; alone they were (53.5% Acc@0.5 at 1,600 steps on the lattice
     # world, docs/world_learnability.md, sixth round). 0: off (localization from the mixed model).
     grounding_steps: int = 0
+    # Its learning rate: boxes on the lattice learned at 1e-3 (36.7% Acc@0.5 after 1,200 steps)
+    # and slower at 5e-4 (20.0%), docs/world_learnability.md, ninth round.
+    grounding_lr: float = 1e-3
+    # Held-out questions also asked with another scene's image (the control; None: all). The
+    # control only has to show that the image matters, so a subset is enough.
+    swapped_questions: int | None = None
 
 
 BUDGETS = {
@@ -102,6 +110,8 @@ class DemoConfig:
     preset: str = "auto"
     # Remake the backbones with the shipped recipe (an hour on 2 CPU cores) instead of loading them.
     retrain_backbones: bool = False
+    # Runs trained side by side in worker processes (None: one per CPU core, 1 on a GPU; demo.workers).
+    workers: int | None = None
 
     @property
     def preset_name(self) -> str:
@@ -169,3 +179,15 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
         :16
     ]
+
+
+def read_stamped(path, stamp: str) -> dict | None:
+    """The JSON at `path` when it exists and carries `stamp` (made with the same settings), else None."""
+    from pathlib import Path
+
+    from decovlm.utils.io import read_json
+
+    if not Path(path).exists():
+        return None
+    data = read_json(path)
+    return data if data.get("stamp") == stamp else None

@@ -11,128 +11,21 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-from decovlm.demo.config import DemoConfig, settings_hash
+from decovlm.demo.config import DemoConfig, read_stamped, settings_hash
 from decovlm.demo.convergence import CurveCallback
 from decovlm.utils.device import resolve_device
-from decovlm.utils.io import atomic_write_json, read_json
+from decovlm.utils.io import atomic_write_json
 
 RESULT = "result.json"
 
 
 def _cached(path: Path, stamp: str) -> dict | None:
     """The stored result when it was made with the same settings, else None (and a stale folder goes)."""
-    result = _read_stamped(path / RESULT, stamp)
+    result = read_stamped(path / RESULT, stamp)
     if result is None and (path / RESULT).exists():
         shutil.rmtree(path)  # made with other settings: redo from scratch
     return result
-
-
-def _read_stamped(path: Path, stamp: str) -> dict | None:
-    """The JSON at `path` when it exists and carries `stamp`, else None."""
-    if not path.exists():
-        return None
-    data = read_json(path)
-    return data if data.get("stamp") == stamp else None
-
-
-def prepare_world(cfg: DemoConfig, out: Path, device: str, log, times: dict) -> tuple[Any, Any]:
-    """The world's files (rendered here, or reused) and its backbones (shipped, or trained)."""
-    from decovlm.world import generate_world
-    from decovlm.world.scene import WORLD_VERSION, WorldConfig
-    from decovlm.world.writer import WorldFiles
-
-    b = cfg.budget
-    world_dir = out / "world"
-    config = WorldConfig(position_grid=b.position_grid)
-    stamp = settings_hash(
-        {
-            "train": b.train_scenes,
-            "eval": b.eval_scenes,
-            "seed": cfg.world_seed,
-            "v": 2,
-            "world_version": WORLD_VERSION,
-            **({"grid": b.position_grid} if b.position_grid else {}),
-        }
-    )
-    stamp_file = world_dir / "demo_stamp.json"
-    start = time.perf_counter()
-    if _read_stamped(stamp_file, stamp) is not None:
-        log(f"world: reusing {world_dir}")
-        files = WorldFiles(
-            root=world_dir, align=world_dir / "align.json", finetune=world_dir / "finetune.json",
-            questions=world_dir / "eval" / "questions.jsonl",
-            relevance_cases=world_dir / "eval" / "relevance_cases.jsonl", world_json=world_dir / "world.json",
-            grounding=world_dir / "grounding.json",
-        )  # fmt: skip
-    else:
-        log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
-        files = generate_world(
-            world_dir, train=b.train_scenes, eval=b.eval_scenes, seed=cfg.world_seed, config=config,
-        )  # fmt: skip
-        atomic_write_json(stamp_file, {"stamp": stamp})
-    times["world"] = time.perf_counter() - start
-    start = time.perf_counter()
-    backbones = resolve_backbones(cfg, out, config, device, log)
-    times["backbones"] = time.perf_counter() - start
-    return files, backbones
-
-
-def resolve_backbones(cfg: DemoConfig, out: Path, config, device: str, log):
-    """The shipped pretrained backbones when they were made for this world, else trained ones.
-
-    `--retrain-backbones` remakes them here with the shipped recipe (`decovlm world pretrain`);
-    a world whose settings differ from the shipped stamp (another lattice, image size or world
-    version) trains the `default` backbone budget on the demo's own world instead.
-    """
-    import torch
-
-    from decovlm.world import prepare_backbones
-    from decovlm.world.pretrain import SHIPPED, pretrain, shipped_backbones, world_hash
-
-    # The demo has the machine to itself: the backbones use the same threads as the MLLM stages
-    # (at most 4; these models are too small for more to help).
-    threads = cfg.threads or min(4, torch.get_num_threads())
-    name = cfg.budget.backbones
-    if cfg.retrain_backbones:
-        folder = out / "backbones"
-        if (found := shipped_backbones(config, folder)) is not None:
-            log(f"backbones: reusing the ones retrained in {folder}")
-            return found
-        log(
-            f"backbones: retraining them with the shipped recipe into {folder} (about an hour on 2 CPU cores)"
-        )
-        pretrain(folder, seed=cfg.world_seed, config=config, device=device, threads=threads)
-        return shipped_backbones(config, folder)
-    if name == "shipped":
-        if (found := shipped_backbones(config)) is not None:
-            log(f"backbones: the pretrained ones shipped with decovlm ({SHIPPED})")
-            return found
-        name = "quick" if cfg.quick else "default"
-        log(f"backbones: the shipped ones were made for another world (this one hashes to "
-            f"{world_hash(config)}); training the '{name}' budget on this world instead")  # fmt: skip
-    log(f"backbones: training the tokenizer, vision encoder and LM ({name} budget)")
-    return prepare_backbones(out / "world", budget=name, seed=cfg.world_seed, device=device,
-                             threads=threads)  # fmt: skip
-
-
-def vision_features(files, backbones, log, times: dict) -> None:
-    """The frozen vision tower's patch features of every training image, computed once for all runs."""
-    from decovlm.train.build import build_model, vision_feature_table
-    from decovlm.train.config import DataSection, ModelSection
-
-    start = time.perf_counter()
-    model, processor = build_model(
-        ModelSection(vision=str(backbones.vision), llm=str(backbones.llm), projector="linear")
-    )
-    from decovlm.data.records import load_records
-
-    records = load_records(files.align)
-    log(f"vision features: the frozen encoder's patch features of {len(records)} training images")
-    data = DataSection(path=str(files.align), vision_features="auto")
-    vision_feature_table(data, model, processor, records, str(files.root))
-    times["features"] = time.perf_counter() - start
 
 
 def _train_config(
@@ -151,13 +44,21 @@ def _train_config(
         training=TrainingSection(
             stage=stage, output_dir=str(out_dir), projector_path=str(projector_path) if projector_path else None,
             max_steps=steps or (b.align_steps if align else b.finetune_steps),
-            learning_rate=b.align_lr if align else b.finetune_lr,
+            learning_rate=b.align_lr if align else (b.grounding_lr if steps else b.finetune_lr),
             global_batch_size=b.batch_size, per_device_batch_size=b.batch_size, weight_decay=0.0,
             warmup_ratio=0.03, precision="fp32" if device == "cpu" else "bf16", gradient_checkpointing=False,
             logging_steps=5, save_steps=max(50, b.finetune_steps // 4), save_total_limit=1, seed=seed,
             report_to=[], use_cpu=device == "cpu", disable_tqdm=False,
         ),
     )  # fmt: skip
+
+
+def run_folder(cfg: DemoConfig, spec: str, seed: int, backbones, device: str) -> tuple[Path, str]:
+    """Where a run lives, and the stamp of the settings that decide it (a rerun reuses a match)."""
+    stamp = settings_hash({"budget": asdict(cfg.budget), "spec": spec, "seed": seed,
+                           "world": cfg.world_seed, "backbones": str(backbones.llm), "device": device,
+                           "v": 5})  # fmt: skip
+    return Path(cfg.out_dir) / "runs" / spec / f"seed{seed}", stamp
 
 
 def train_and_evaluate(
@@ -170,36 +71,38 @@ def train_and_evaluate(
     device: str,
     log,
     curve_data: Path | None = None,
+    quiet: bool = False,
 ) -> dict:
     """Two-stage training of one projector with one seed, then the held-out scores. Cached.
+
+    `quiet`: progress as log lines (`workers.Progress`) instead of the Trainer's bars, for runs
+    side by side.
 
     `swapped_data`: the held-out questions paired with other scenes' images (`demo.swapped`);
     `curve_data`: the questions scored along the finetune stage (`demo.convergence`).
     """
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
     from decovlm.demo.stats import question_outcomes
-    from decovlm.train import train
 
     b = cfg.budget
-    run_dir = Path(cfg.out_dir) / "runs" / spec / f"seed{seed}"
-    stamp = settings_hash({"budget": asdict(b), "spec": spec, "seed": seed, "world": cfg.world_seed,
-                           "backbones": str(backbones.llm), "device": device, "v": 4})  # fmt: skip
+    run_dir, stamp = run_folder(cfg, spec, seed, backbones, device)
     cached = _cached(run_dir, stamp)
     if cached is not None:
         log(f"{spec} seed {seed}: reusing {run_dir}")
         return cached
     log(f"{spec} seed {seed}: align stage ({b.align_steps} steps, projector only)")
     start = time.perf_counter()
-    aligned = train(_train_config(cfg, spec, seed, "align", files.align, run_dir / "align", device, backbones),
-                    resume=True)  # fmt: skip
+    name = f"{spec} seed {seed}"
+    aligned = _stage(_train_config(cfg, spec, seed, "align", files.align, run_dir / "align", device, backbones),
+                     log, f"{name} align", quiet)  # fmt: skip
     align_time = time.perf_counter() - start
     log(f"{spec} seed {seed}: finetune stage ({b.finetune_steps} steps, projector + LLM)")
     curve = CurveCallback(run_dir / "curve", curve_data or files.root, b, device)
     start = time.perf_counter()
-    tuned = train(
+    tuned = _stage(
         _train_config(cfg, spec, seed, "finetune", files.finetune, run_dir / "finetune", device, backbones,
                       projector_path=aligned.projector_path),
-        callbacks=[curve], resume=True,
+        log, f"{name} finetune", quiet, callbacks=[curve],
     )  # fmt: skip
     finetune_time = time.perf_counter() - start - curve.seconds
     model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
@@ -213,7 +116,9 @@ def train_and_evaluate(
     grounding = None
     if b.grounding_steps and files.grounding:
         grounding = _grounding_stage(cfg, spec, seed, files, backbones, swapped_data, device, log,
-                                     run_dir, aligned.projector_path, set(outcomes))  # fmt: skip
+                                     run_dir, aligned.projector_path,
+                                     {"eval": set(outcomes), "eval_swapped": set(swapped_outcomes)},
+                                     quiet)  # fmt: skip
         for key, own in (("eval", scores), ("eval_swapped", swapped)):
             own["localization"] = grounding[key]["scores"].get(
                 "localization", own.get("localization")
@@ -225,7 +130,8 @@ def train_and_evaluate(
                 "accuracy": 100 * sum(table.values()) / max(1, len(table)),
                 "n": len(table),
             }
-    eval_time = time.perf_counter() - start
+    # Scoring only: the grounding stage's training is timed on its own.
+    eval_time = time.perf_counter() - start - (grounding["seconds"] if grounding else 0.0)
     result = {
         "stamp": stamp,
         "spec": spec,
@@ -254,6 +160,16 @@ def train_and_evaluate(
     return result
 
 
+def _stage(config, log, name: str, quiet: bool, callbacks=()):
+    """One training stage (resumed from its last complete checkpoint); with `quiet`, its progress as
+    log lines (several runs side by side would interleave their progress bars)."""
+    from decovlm.demo.workers import Progress
+    from decovlm.train import train
+
+    extra = [Progress(log, name)] if quiet else []
+    return train(config, callbacks=[*callbacks, *extra], resume=True, quiet=quiet)
+
+
 def _score(
     model, processor, b, data: Path, swapped_data: Path, run_dir: Path, prefix: str = "eval"
 ):
@@ -266,27 +182,44 @@ def _score(
                                 batch_size=b.eval_batch_size)  # fmt: skip
     # The same questions about another scene's image: how much of the score the image earned.
     swapped = evaluate_synthetic(generate, swapped_data, run_dir / f"{prefix}_swapped",
-                                 limit=b.eval_questions, batch_size=b.eval_batch_size)  # fmt: skip
+                                 limit=_fewest(b.eval_questions, b.swapped_questions),
+                                 batch_size=b.eval_batch_size)  # fmt: skip
     return scores, swapped
 
 
+def _fewest(*limits: int | None) -> int | None:
+    given = [n for n in limits if n is not None]
+    return min(given) if given else None
+
+
 def _grounding_stage(
-    cfg, spec, seed, files, backbones, swapped_data, device, log, run_dir, projector_path, ids
+    cfg,
+    spec,
+    seed,
+    files,
+    backbones,
+    swapped_data,
+    device,
+    log,
+    run_dir,
+    projector_path,
+    ids: dict[str, set[str]],
+    quiet,
 ) -> dict:
-    """A box-only finetune from the aligned projector; its localization scores (own and swapped image)."""
+    """A box-only finetune from the aligned projector; its localization scores (own and swapped image,
+    on the questions `ids["eval"]` and `ids["eval_swapped"]` the question model was scored on)."""
     from decovlm import DecoVLMForConditionalGeneration, DecoVLMProcessor
     from decovlm.demo.stats import question_outcomes
     from decovlm.demo.swapped import write_category_questions
     from decovlm.eval import decovlm_generate_fn, evaluate_synthetic
-    from decovlm.train import train
 
     b = cfg.budget
     log(f"{spec} seed {seed}: grounding stage ({b.grounding_steps} steps on box questions alone)")
     start = time.perf_counter()
-    tuned = train(
+    tuned = _stage(
         _train_config(cfg, spec, seed, "finetune", files.grounding, run_dir / "grounding", device,
                       backbones, projector_path=projector_path, steps=b.grounding_steps),
-        resume=True,
+        log, f"{spec} seed {seed} grounding", quiet,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     model = DecoVLMForConditionalGeneration.from_pretrained(tuned.model_path).to(device).eval()
@@ -300,7 +233,7 @@ def _grounding_stage(
     }
     for key, source in (("eval", files.root), ("eval_swapped", swapped_data)):
         data = write_category_questions(
-            source, run_dir / f"grounding_{key}_data", ["localization"], ids
+            source, run_dir / f"grounding_{key}_data", ["localization"], ids[key]
         )
         answers = run_dir / f"grounding_{key}"
         out[key] = {"scores": evaluate_synthetic(generate, data, answers, batch_size=b.eval_batch_size),
@@ -328,7 +261,7 @@ def relevance_scores(
             continue
         cache = Path(result["model_path"]).parent.parent / "relevance.json"
         stamp = settings_hash({"run": result["stamp"], "cases": len(cases), "v": 2})
-        if (cached := _read_stamped(cache, stamp)) is not None:
+        if (cached := read_stamped(cache, stamp)) is not None:
             out[result["spec"]] = cached["scores"]
             continue
         log(f"{result['spec']}: relevance maps for {len(cases)} cases")
@@ -344,6 +277,7 @@ def _timed_log(start: float):
     def log(message: str) -> None:
         print(f"[decovlm demo {time.perf_counter() - start:6.1f}s] {message}", flush=True)
 
+    log.start = start  # type: ignore[attr-defined]  (worker processes log on the same clock)
     return log
 
 
@@ -351,6 +285,7 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     """Run (or resume) the whole comparison and write REPORT.md / report.json; returns the report."""
     from decovlm.demo.figure import draw_paper_figure
     from decovlm.demo.report import build_report, write_report
+    from decovlm.demo.setup import prepare_world, vision_features
     from decovlm.demo.swapped import write_curve_questions, write_swapped_questions
 
     log = log or _timed_log(time.perf_counter())
@@ -367,11 +302,30 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     vision_features(files, backbones, log, times)
     swapped_data = write_swapped_questions(files.root, out / "swapped_data")
     curve_data = write_curve_questions(files.root, out / "curve_data", cfg.budget.curve_questions)
-    results = [
-        train_and_evaluate(cfg, spec, seed, files, backbones, swapped_data, device, log, curve_data)
+    from decovlm.demo.workers import default_workers, run_all
+    from decovlm.projectors import ProjectorSpec
+
+    jobs = [
+        {"cfg": cfg, "spec": spec, "seed": seed, "files": files, "backbones": backbones,
+         "swapped_data": swapped_data, "device": device, "curve_data": curve_data,
+         "cost": 2.0 if ProjectorSpec.parse(spec).tokens is None else 1.0}  # all patches: slower
         for spec in cfg.projectors
         for seed in range(cfg.n_seeds)
-    ]
+    ]  # fmt: skip
+    done = {}  # finished runs are read here: no worker is started for them
+    for k, job in enumerate(jobs):
+        run_dir, stamp = run_folder(cfg, job["spec"], job["seed"], backbones, device)
+        if (cached := read_stamped(run_dir / RESULT, stamp)) is not None:
+            log(f"{job['spec']} seed {job['seed']}: reusing {run_dir}")
+            done[k] = cached
+    todo = [job for k, job in enumerate(jobs) if k not in done]
+    workers = cfg.workers or default_workers(device, len(todo))
+    start = time.perf_counter()
+    fresh = iter(run_all(todo, workers, log))
+    if todo:
+        times["runs"] = time.perf_counter() - start
+        times["workers"] = min(workers, len(todo))
+    results = [done[k] if k in done else next(fresh) for k in range(len(jobs))]
     start = time.perf_counter()
     relevance = relevance_scores(cfg, results, files, device, log)
     times["relevance"] = time.perf_counter() - start

@@ -151,6 +151,10 @@ def stage_seconds(results: list[dict], times: dict, total: float) -> dict[str, f
     """Wall seconds per stage of the run (world, backbones, features, each run's stages, relevance,
     figures), so a slow run says where its time went; a reused stage counts what it took when made."""
     out = {k: round(times[k], 1) for k in ("world", "backbones", "features") if k in times}
+    if "runs" in times:  # wall time of all runs; the per-run lines below ran side by side
+        out[f"training and scoring ({times.get('workers', 1)} worker(s), wall)"] = round(
+            times["runs"], 1
+        )
     for r in results:
         name = f"{r['spec']} seed {r['seed']}"
         for stage in ("align", "finetune", "curve", "eval"):

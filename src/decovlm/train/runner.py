@@ -144,8 +144,13 @@ def skip_summary(path: Path) -> dict[str, Any]:
     }
 
 
-def train(config: TrainConfig, callbacks: list | None = None, resume: bool = False) -> TrainResult:
-    """Run one training stage; `callbacks` are extra `transformers.TrainerCallback`s."""
+def train(
+    config: TrainConfig, callbacks: list | None = None, resume: bool = False, quiet: bool = False
+) -> TrainResult:
+    """Run one training stage; `callbacks` are extra `transformers.TrainerCallback`s.
+
+    `quiet` drops the Trainer's own progress bar and log printing (a caller that runs several
+    trainings side by side reports progress through its callbacks instead)."""
     from transformers import set_seed
 
     from decovlm.train.build import build_dataset, build_model
@@ -207,9 +212,11 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
     model.language_model.config.use_cache = False
     rows = trainable_summary(model)
     if is_main:
-        print(
-            f"[decovlm] stage {t.stage}: trainable parameters\n{format_summary(rows)}", flush=True
-        )
+        if not quiet:
+            print(
+                f"[decovlm] stage {t.stage}: trainable parameters\n{format_summary(rows)}",
+                flush=True,
+            )
         atomic_write_json(out / "trainable.json", {"stage": t.stage, "modules": rows})
 
     from decovlm.data.collator import DataCollator, pad_token_id_of
@@ -228,6 +235,11 @@ def train(config: TrainConfig, callbacks: list | None = None, resume: bool = Fal
         ],
         sampler_kind=config.data.sampler,
     )
+    if quiet:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     model_path = out / "model"

@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "backbones were trained on); 0: objects anywhere",
     )
     parser.add_argument(
+        "--box-grid",
+        type=int,
+        default=8,
+        help="boxes on an N x N lattice (default 8, the patch lattice, as the shipped backbones' world); "
+        "0: boxes to the pixel",
+    )
+    parser.add_argument(
         "--pope-pairs", type=int, default=1, help="yes+no pairs per POPE split per eval scene"
     )
     parser.add_argument(
@@ -49,9 +56,11 @@ def _world_config(args: argparse.Namespace):
     from decovlm.world.scene import WorldConfig
 
     try:
-        return WorldConfig(image_size=args.image_size, position_grid=args.position_grid)
+        return WorldConfig(image_size=args.image_size, position_grid=args.position_grid,
+                           box_grid=args.box_grid)  # fmt: skip
     except ValueError as err:
-        flag = "--position-grid" if "position_grid" in str(err) else "--image-size"
+        flag = next((f"--{name.replace('_', '-')}" for name in ("position_grid", "box_grid")
+                     if name in str(err)), "--image-size")  # fmt: skip
         raise UserError(f"{flag}: {err}") from None
 
 

@@ -81,6 +81,12 @@ class WorldConfig:
     # (docs/world_learnability.md, sixth round).
     position_grid: int = 0
     position_jitter: float = 1.0
+    # 0 gives boxes to the pixel. N > 0 gives them on the N x N lattice, each edge rounded to the
+    # nearest cell boundary ("on the patch lattice" with N = the encoder's patch grid): what a
+    # model that reads 8x8 patches can say of where an object is. After 2,000 box-only steps the
+    # small MLLM wrote 31.7% of lattice boxes at IoU >= 0.5 (5.0% with another scene's image)
+    # against 15.0% of pixel boxes (docs/world_learnability.md, ninth round).
+    box_grid: int = 0
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.image_size) <= 128:
@@ -96,6 +102,11 @@ class WorldConfig:
             raise ValueError(
                 f"WorldConfig.position_grid must be in [0, image_size={self.image_size}] "
                 f"(0: free placement), got {self.position_grid}"
+            )
+        if not 0 <= int(self.box_grid) <= self.image_size:
+            raise ValueError(
+                f"WorldConfig.box_grid must be in [0, image_size={self.image_size}] "
+                f"(0: boxes to the pixel), got {self.box_grid}"
             )
         if self.position_jitter < 0:
             raise ValueError(
@@ -148,6 +159,7 @@ class Scene:
     objects: tuple[WorldObject, ...]
     background: str  # texture kind, see render.py
     background_seed: int
+    box_grid: int = 0  # the lattice boxes are reported on (WorldConfig.box_grid; 0: pixels)
 
     def composition(self) -> tuple[tuple[str, str, str], ...]:
         return composition_key(self.objects)
@@ -254,6 +266,7 @@ def sample_scene(seed: int, split: str, index: int, config: WorldConfig | None =
             objects=tuple(objects),
             background=background,
             background_seed=int(rng.integers(0, 2**31 - 1)),
+            box_grid=int(config.box_grid),
         )
     raise RuntimeError(f"could not sample {split} scene {index}: WorldConfig is too crowded")
 

@@ -169,6 +169,20 @@ def format_box(box: tuple[float, float, float, float]) -> str:
     return "[" + ", ".join(f"{v:.2f}" for v in box) + "]"
 
 
+def snap_box(
+    box: tuple[float, float, float, float], grid: int
+) -> tuple[float, float, float, float]:
+    """A normalised box with each edge moved to the nearest line of a `grid` x `grid` lattice,
+    at least one cell wide and high."""
+    x0, y0, x1, y1 = (round(v * grid) / grid for v in box)
+    x1, y1 = max(x1, x0 + 1 / grid), max(y1, y0 + 1 / grid)
+    if x1 > 1:
+        x0, x1 = 1 - 1 / grid, 1.0
+    if y1 > 1:
+        y0, y1 = 1 - 1 / grid, 1.0
+    return (x0, y0, x1, y1)
+
+
 def localization_questions(rendered: RenderedScene) -> list[QA]:
     """LLaVA-1.5 referring-expression boxes, for objects whose full name is unique."""
     objs, out = rendered.scene.objects, []
@@ -176,7 +190,10 @@ def localization_questions(rendered: RenderedScene) -> list[QA]:
         if len(object_index(objs, shape=o.shape, colour=o.colour, size=o.size)) != 1:
             continue
         q = f"{LOCALIZATION}the {o.name}."
-        box = format_box(rendered.normalized_box(i))
+        box = rendered.normalized_box(i)
+        if rendered.scene.box_grid:
+            box = snap_box(box, rendered.scene.box_grid)
+        box = format_box(box)
         out.append(QA("localization", "box", q, q, box, [box], object=i))
     return out
 
