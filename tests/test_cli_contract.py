@@ -20,6 +20,9 @@ def root(tmp_path_factory):
     processor.save_pretrained(root / "model")
     (root / "empty.jsonl").write_text("")
     (root / "q.jsonl").write_text('{"id": 1, "question": "what colour ?"}\n')
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(root / "img.png")
     return root
 
 
@@ -70,6 +73,24 @@ CASES = [
             "{r}/o",
         ],
         "image file not found",
+    ),  # fmt: skip
+    pytest.param(
+        "explain-layers",
+        [
+            "explain",
+            "--model",
+            "{r}/model",
+            "--image",
+            "{r}/img.png",
+            "--prompt",
+            "hi",
+            "--out",
+            "{r}/o",
+            "--start-layer",
+            "99",
+        ],
+        "do not give a layer range within the LLM's 2 layers",
+        id="explain-layers",
     ),  # fmt: skip
     ("explain-eval", ["explain-eval", "--out", "{r}/o"], "needs --model"),
     ("convert-llava", ["convert-llava", "{r}/none", "{r}/o"], "no LLaVA checkpoint folder"),

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--workers", type=int, default=None,
-        help="trainings side by side in worker processes (default: one per CPU core on a CPU, 1 on a "
-             "GPU; these models are too small for a second thread to help one run)",
+        help="trainings side by side in worker processes (default on a CPU: one per run, at most two "
+             "per core; 1 on a GPU; these models are too small for a second thread to help one run)",
     )  # fmt: skip
     parser.add_argument(
         "--retrain-backbones", action="store_true",

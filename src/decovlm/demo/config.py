@@ -58,9 +58,10 @@ class Budget:
 
 
 BUDGETS = {
-    "default": Budget(train_scenes=8000, eval_scenes=60, backbones="shipped", align_steps=150,
-                      finetune_steps=1200, batch_size=16, align_lr=2e-3, finetune_lr=5e-4,
-                      curve_points=6, curve_questions=80, eval_questions=None, relevance_cases=24),
+    "default": Budget(train_scenes=8000, eval_scenes=1000, backbones="shipped", align_steps=150,
+                      finetune_steps=800, batch_size=16, align_lr=2e-3, finetune_lr=5e-4,
+                      curve_points=6, curve_questions=200, eval_questions=None, relevance_cases=96,
+                      swapped_questions=1000, grounding_steps=1500),
     "quick": Budget(train_scenes=150, eval_scenes=12, backbones="shipped", align_steps=10,
                     finetune_steps=24, batch_size=8, align_lr=2e-3, finetune_lr=5e-4,
                     curve_points=2, curve_questions=12, eval_questions=40, relevance_cases=4),

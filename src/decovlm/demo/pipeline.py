@@ -165,9 +165,13 @@ def _stage(config, log, name: str, quiet: bool, callbacks=()):
     log lines (several runs side by side would interleave their progress bars)."""
     from decovlm.demo.workers import Progress
     from decovlm.train import train
+    from decovlm.train.callbacks import list_checkpoints
 
     extra = [Progress(log, name)] if quiet else []
-    return train(config, callbacks=[*callbacks, *extra], resume=True, quiet=quiet)
+    # Resume only a stage a killed run left behind (a fresh one has nothing to resume, and
+    # `--resume` without a checkpoint warns).
+    resume = bool(list_checkpoints(config.training.output_dir))
+    return train(config, callbacks=[*callbacks, *extra], resume=resume, quiet=quiet)
 
 
 def _score(

@@ -172,6 +172,7 @@ def _convergence_json(conv: dict | None) -> dict | None:
         return None
     return {
         "fraction": conv["fraction"],
+        "reference": conv.get("reference"),
         "curve_steps": conv["curve_steps"],
         "questions": conv["n"],
         "target": conv["target"].to_dict(),

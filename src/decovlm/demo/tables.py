@@ -89,7 +89,8 @@ def convergence_table(report: dict) -> tuple[list[str], list[list[str]]] | None:
     steps = conv["curve_steps"]
     last = steps[-1]
     headers = ["projector", *(f"step {s}" for s in steps),
-               f"steps to {conv['fraction']:.0%} of mlp2x_gelu's final [95% CI]"]  # fmt: skip
+               f"steps to {conv['fraction']:.0%} of {' / '.join(conv.get('reference') or ['mlp2x_gelu'])}'s "
+               "lower final [95% CI]"]  # fmt: skip
     rows = []
     for spec, iv in conv["steps_to_target"].items():
         runs = [r for r in report["runs"] if r["spec"] == spec]
@@ -168,7 +169,8 @@ def _convergence_lines(report: dict) -> list[str]:
     return [
         f"Convergence: overall accuracy on the same {conv['questions']} curve questions (every category in "
         "turn) along the finetune stage, and the steps each projector needs to reach "
-        f"{conv['fraction']:.0%} of the non-compressive model's final score on them (linear between points).",
+        f"{conv['fraction']:.0%} of the lower final score of {' and '.join(conv.get('reference') or ['mlp2x_gelu'])} "
+        "on them, a level both reach (linear between points).",
         "",
         _markdown(*table),
         "",

@@ -2,10 +2,13 @@
 
 The world's models are tiny: a training step is mostly small matrix products and Python, so a
 second intra-op thread barely speeds it up, while a second process training another projector
-does twice the work in the same time. On a CPU the demo therefore gives each run a process with
-`cores // workers` threads (`--workers`, default one per core, at most one per run); on a GPU, or
-with `--workers 1`, the runs go one after another in this process. Each run is cached in its own
-folder (`pipeline.train_and_evaluate`), so a killed demo resumes whatever was finished.
+does twice the work in the same time. On a CPU the demo therefore gives each run its own process
+with `cores // workers` threads (at least one): by default one worker per run, up to two per core.
+With three runs on two cores the system shares the cores between the three processes, so they
+finish together (the non-compressive run is the longest; one worker per core would leave a core
+idle while one worker trains the other two runs in turn). On a GPU, or with `--workers 1`, the runs
+go one after another in this process. Each run is cached in its own folder
+(`pipeline.train_and_evaluate`), so a killed demo resumes whatever was finished.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from transformers import TrainerCallback
 
 
 def default_workers(device: str, runs: int) -> int:
-    """One worker per core on a CPU (at most one per run), one on a GPU."""
+    """On a CPU one worker per run, at most two per core; one on a GPU."""
     if not device.startswith("cpu"):
         return 1
-    return max(1, min(runs, os.cpu_count() or 1))
+    return max(1, min(runs, 2 * (os.cpu_count() or 1)))
 
 
 class Progress(TrainerCallback):

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     from decovlm.modeling.loading import check_model_folder, load_model
 
-    check_model_folder(args.model, "--model")
+    folder = check_model_folder(args.model, "--model")
+    _check_layers(folder, args.start_layer, args.end_layer)
 
     model, processor = load_model(
         args.model, args.device, args.dtype, args.use_kernels, args.allow_missing_weights
@@ -141,3 +142,18 @@ def run(args: argparse.Namespace) -> int:
             )
     print(f"wrote {len(paths)} files to {args.out}")
     return 0
+
+
+def _check_layers(folder, start_layer: int, end_layer: int | None) -> None:
+    """--start-layer / --end-layer against the saved LLM's depth, before the model loads."""
+    from decovlm.errors import UserError
+    from decovlm.interpret.explain import _resolve_layers
+    from decovlm.utils.io import read_json
+
+    n_layers = (read_json(folder / "config.json").get("text_config") or {}).get("num_hidden_layers")
+    if not isinstance(n_layers, int):
+        return  # another config layout: explain() checks after loading
+    try:
+        _resolve_layers(n_layers, start_layer, end_layer)
+    except ValueError as err:
+        raise UserError(f"--start-layer/--end-layer: {err}") from None

@@ -179,7 +179,9 @@ def train(
     is_main = _rank() == 0
     checkpoint = find_resume_checkpoint(out) if resume else None
     if not resume and list_checkpoints(out):
-        raise ValueError(
+        from decovlm.errors import UserError
+
+        raise UserError(
             f"{out} already holds checkpoints: pass --resume to continue, or another output_dir"
         )
     if resume and checkpoint is None:
