@@ -159,7 +159,8 @@ def parse_record(item: Any, index: int) -> Record:
         raise BadRecord(
             f"#{index}", f"bad structure: record is a {type(item).__name__}, not an object"
         )
-    record_id = str(item.get("id", f"#{index}"))
+    # A missing or empty id is named by the record's position, so every error names a record.
+    record_id = str(item["id"]) if item.get("id") not in (None, "") else f"#{index}"
     image = item.get("image")
     if image is not None and (not isinstance(image, str) or not image):
         raise BadRecord(

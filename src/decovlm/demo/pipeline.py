@@ -325,7 +325,7 @@ def run_demo(cfg: DemoConfig, log=None) -> dict:
     todo = [job for k, job in enumerate(jobs) if k not in done]
     workers = cfg.workers or default_workers(device, len(todo))
     start = time.perf_counter()
-    fresh = iter(run_all(todo, workers, log))
+    fresh = iter(run_all(train_and_evaluate, todo, workers, log))
     if todo:
         times["runs"] = time.perf_counter() - start
         times["workers"] = min(workers, len(todo))

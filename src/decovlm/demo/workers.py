@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
@@ -52,23 +53,22 @@ def _prefixed_log(start: float, prefix: str):
     return log
 
 
-def _work(job: dict[str, Any]) -> dict:
+def _work(run: Callable[..., dict], job: dict[str, Any]) -> dict:
     """One run in a worker process: its own threads, its own log prefix."""
     import torch
 
-    from decovlm.demo.pipeline import train_and_evaluate
-
     torch.set_num_threads(job.pop("threads"))
     log = _prefixed_log(job.pop("start"), f"[worker {os.getpid()}] ")
-    return train_and_evaluate(**job, log=log, quiet=True)
+    return run(**job, log=log, quiet=True)
 
 
-def run_all(jobs: list[dict[str, Any]], workers: int, log) -> list[dict]:
-    """`train_and_evaluate(**job)` for every job, in `workers` processes (1: here); results in order."""
-    from decovlm.demo.pipeline import train_and_evaluate
+def run_all(run: Callable[..., dict], jobs: list[dict[str, Any]], workers: int, log) -> list[dict]:
+    """`run(**job)` for every job, in `workers` processes (1: here); results in job order.
 
+    `run` is a module-level function (a worker imports it by name), `pipeline.train_and_evaluate`.
+    """
     if workers <= 1 or len(jobs) <= 1:
-        return [train_and_evaluate(**_plain(job), log=log) for job in jobs]
+        return [run(**_plain(job), log=log) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -81,7 +81,7 @@ def run_all(jobs: list[dict[str, Any]], workers: int, log) -> list[dict]:
     order = sorted(range(len(jobs)), key=lambda k: jobs[k].get("cost", 1.0), reverse=True)
     # "spawn": a forked child would inherit torch's thread pools from this process.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {k: pool.submit(_work, {**_plain(jobs[k]), "threads": threads, "start": start})
+        futures = {k: pool.submit(_work, run, {**_plain(jobs[k]), "threads": threads, "start": start})
                    for k in order}  # fmt: skip
         return [futures[k].result() for k in range(len(jobs))]
 
