@@ -56,6 +56,9 @@ def test_quick_demo_writes_every_section(quick_demo):
     assert set(report["relevance"]) == set(specs)
     # Each run kept its curve (accuracy against step), answers and training metrics.
     run = quick_demo / "runs" / "avgpool2_16" / "seed0"
+    # The align stage, then the question and grounding branches, each cached as its own part.
+    for part in ("aligned.json", "questions.json", "grounding.json", "result.json"):
+        assert (run / part).exists(), part
     assert (run / "eval" / "answers.jsonl").exists() and (
         run / "finetune" / "metrics.jsonl"
     ).exists()

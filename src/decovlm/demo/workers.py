@@ -1,14 +1,14 @@
-"""Run the demo's (projector, seed) trainings side by side, one worker process per CPU core.
+"""Run the demo's jobs (each run's align stage, then its question and grounding branches) side by
+side, in worker processes.
 
 The world's models are tiny: a training step is mostly small matrix products and Python, so a
 second intra-op thread barely speeds it up, while a second process training another projector
-does twice the work in the same time. On a CPU the demo therefore gives each run its own process
-with `cores // workers` threads (at least one): by default one worker per run, up to two per core.
-With three runs on two cores the system shares the cores between the three processes, so they
-finish together (the non-compressive run is the longest; one worker per core would leave a core
-idle while one worker trains the other two runs in turn). On a GPU, or with `--workers 1`, the runs
-go one after another in this process. Each run is cached in its own folder
-(`pipeline.train_and_evaluate`), so a killed demo resumes whatever was finished.
+does twice the work in the same time. On a CPU the demo therefore gives each job its own process
+with `cores // workers` threads (at least one): by default one worker per job, up to two per core,
+the system sharing the cores between them; jobs start longest first, so the last to start are
+short and the workers finish together. On a GPU, or with `--workers 1`, the jobs go one after
+another in this process. Each part is cached in its run's folder (`demo.runs`), so a killed demo
+resumes whatever was finished.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 
 
 def default_workers(device: str, runs: int) -> int:
-    """On a CPU one worker per run, at most two per core; one on a GPU."""
+    """On a CPU one worker per job, at most two per core; one on a GPU."""
     if not device.startswith("cpu"):
         return 1
     return max(1, min(runs, 2 * (os.cpu_count() or 1)))
@@ -65,7 +65,7 @@ def _work(run: Callable[..., dict], job: dict[str, Any]) -> dict:
 def run_all(run: Callable[..., dict], jobs: list[dict[str, Any]], workers: int, log) -> list[dict]:
     """`run(**job)` for every job, in `workers` processes (1: here); results in job order.
 
-    `run` is a module-level function (a worker imports it by name), `pipeline.train_and_evaluate`.
+    `run` is a module-level function (a worker imports it by name), e.g. `runs.run_part`.
     """
     if workers <= 1 or len(jobs) <= 1:
         return [run(**_plain(job), log=log) for job in jobs]
