@@ -51,6 +51,13 @@ def test_quick_demo_writes_every_section(quick_demo):
         g = r["grounding"]
         assert g["steps"] == 3 and g["eval"]["outcomes"] and g["eval_swapped"]["outcomes"]
         assert set(g["eval"]["outcomes"]) <= set(r["outcomes"])
+        # Both branches score the same questions: the grounding model's box questions (own and
+        # swapped image) are the ones the question model was asked (--quick: the first 40).
+        run_dir = quick_demo / "runs" / r["spec"] / f"seed{r['seed']}"
+        asked = json.loads((run_dir / "questions.json").read_text())
+        for key, table in (("eval", "outcomes"), ("eval_swapped", "swapped_outcomes")):
+            assert set(g[key]["outcomes"]) <= set(asked[table]) and g[key]["outcomes"], key
+            assert len(asked[table]) == 40
         assert r["scores"]["localization"] == g["eval"]["scores"]["localization"]
     assert "box questions alone" in report_md
     assert set(report["relevance"]) == set(specs)

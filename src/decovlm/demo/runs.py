@@ -183,7 +183,8 @@ def _question_ids(data: Path, limit: int | None) -> set[str]:
     """The ids of the held-out questions a limit of `limit` scores (the first ones, as the runner)."""
     from decovlm.eval.benchmarks.synthetic import load_synthetic
 
-    return {it.question_id for it in load_synthetic(Path(data), limit, {})}
+    items = load_synthetic(Path(data), None, {})
+    return {it.question_id for it in (items if limit is None else items[:limit])}
 
 
 def grounding_part(

@@ -73,7 +73,7 @@ def run_all(run: Callable[..., dict], jobs: list[dict[str, Any]], workers: int, 
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    log(f"training {len(jobs)} runs in {workers} worker processes ({threads} thread(s) each)")
+    log(f"{len(jobs)} jobs in {workers} worker processes ({threads} thread(s) each)")
     # The workers' log lines count from the demo's start (the monotonic clock is system-wide).
     start = getattr(log, "start", time.perf_counter())
     # Longest first (the non-compressive projector has 4x the visual tokens), so the last run to
