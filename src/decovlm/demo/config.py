@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class Budget:
-    """Sizes of the default run: 12.8 min on a fast 2-core machine, 24 min on a slow one (`--quick`: 34 s).
+    """Sizes of a demo run. `default`: 9-11 min on an idle 2-core CPU machine (fresh clone,
+    2026-12-06; the old default without shipped backbones took 18-20 min); `--quick`: under a minute.
 
     Finetune lr 5e-4, not higher: on "What shape is the X object?" alone (800 steps) the model
     read the image at 5e-4 (45.3% vs 24.5% with another scene's image) and not at 2e-3 (28.3 vs
