@@ -40,12 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--retrain-backbones", action="store_true",
-        help="remake the world's tokenizer, vision encoder and LM with the shipped recipe (about an hour "
-             "on 2 CPU cores) instead of loading the ones shipped with decovlm",
+        help="remake the world's tokenizer, vision encoder and LM with the shipped recipe (about half an "
+             "hour on 2 CPU cores) instead of loading the ones shipped with decovlm",
     )  # fmt: skip
     parser.add_argument(
         "--budget", nargs="*", default=[], metavar="PRESET|KEY=VALUE",
-        help="a preset (default: ~13 min on 2 CPU cores; gpu: the paper's whole comparison, 5 projectors "
+        help="a preset (default: ~10 min on 2 CPU cores; gpu: the paper's whole comparison, 5 projectors "
              "at two M, 3 seeds; auto, the default, picks gpu when CUDA is present) and/or overrides, "
              "e.g. gpu finetune_steps=3000 (keys: the Budget fields in decovlm/demo/config.py)",
     )  # fmt: skip

@@ -110,9 +110,9 @@ class DemoConfig:
     budget_overrides: dict = field(default_factory=dict)
     # "auto" (gpu when CUDA is present, else default), "default" or "gpu"; --quick wins over it.
     preset: str = "auto"
-    # Remake the backbones with the shipped recipe (an hour on 2 CPU cores) instead of loading them.
+    # Remake the backbones with the shipped recipe (about half an hour on 2 CPU cores) instead of loading them.
     retrain_backbones: bool = False
-    # Runs trained side by side in worker processes (None: one per CPU core, 1 on a GPU; demo.workers).
+    # Runs trained side by side in worker processes (None: one per job, at most two per CPU core; 1 on a GPU; demo.workers).
     workers: int | None = None
 
     @property

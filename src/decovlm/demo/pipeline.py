@@ -102,8 +102,9 @@ def train_all(
     runs = [(spec, seed) for spec in cfg.projectors for seed in range(cfg.n_seeds)]
     done: dict[tuple[str, int], dict] = {}
     for spec, seed in runs:
-        if (found := cached_result(*run_folder(cfg, spec, seed, backbones, device))) is not None:
-            log(f"{spec} seed {seed}: reusing {run_folder(cfg, spec, seed, backbones, device)[0]}")
+        run_dir, stamp = run_folder(cfg, spec, seed, backbones, device)
+        if (found := cached_result(run_dir, stamp)) is not None:
+            log(f"{spec} seed {seed}: reusing {run_dir}")
             done[spec, seed] = found
     todo = [run for run in runs if run not in done]
     if not todo:

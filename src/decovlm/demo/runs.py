@@ -88,9 +88,12 @@ def _stage(config, log, name: str, quiet: bool, callbacks=()):
     return train(config, callbacks=[*callbacks, *extra], resume=resume, quiet=quiet)
 
 
-def _fewest(*limits: int | None) -> int | None:
-    given = [n for n in limits if n is not None]
-    return min(given) if given else None
+def scored_limits(b) -> dict[str, int | None]:
+    """How many held-out questions (the first ones) each scoring asks: with each question's own
+    image, and with another scene's image (the control, a subset). Both branches of a run score
+    these same questions, so localization from the grounding branch pairs with the rest."""
+    swapped = [n for n in (b.eval_questions, b.swapped_questions) if n is not None]
+    return {"eval": b.eval_questions, "eval_swapped": min(swapped) if swapped else None}
 
 
 def _load(model_path: Path, device: str):
@@ -151,12 +154,12 @@ def questions_part(
     log(f"{spec} seed {seed}: scoring the held-out questions (own and swapped images)")
     start = time.perf_counter()
     generate = _generate_fn(model, processor, b)
-    scores = evaluate_synthetic(generate, files.root, run_dir / "eval", limit=b.eval_questions,
+    limits = scored_limits(b)
+    scores = evaluate_synthetic(generate, files.root, run_dir / "eval", limit=limits["eval"],
                                 batch_size=b.eval_batch_size)  # fmt: skip
     # The same questions about another scene's image: how much of the score the image earned.
     swapped = evaluate_synthetic(generate, swapped_data, run_dir / "eval_swapped",
-                                 limit=_fewest(b.eval_questions, b.swapped_questions),
-                                 batch_size=b.eval_batch_size)  # fmt: skip
+                                 limit=limits["eval_swapped"], batch_size=b.eval_batch_size)  # fmt: skip
     out = {
         "stamp": stamp,
         "model_path": str(tuned.model_path),
@@ -211,10 +214,7 @@ def grounding_part(
                  "seconds": time.perf_counter() - start}  # fmt: skip
     start = time.perf_counter()
     generate = _generate_fn(*_load(tuned.model_path, device), b)
-    limits = {
-        "eval": b.eval_questions,
-        "eval_swapped": _fewest(b.eval_questions, b.swapped_questions),
-    }
+    limits = scored_limits(b)
     for key, source in (("eval", files.root), ("eval_swapped", swapped_data)):
         ids = _question_ids(source, limits[key])
         data = write_category_questions(

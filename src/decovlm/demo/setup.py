@@ -35,12 +35,7 @@ def prepare_world(cfg: DemoConfig, out: Path, device: str, log, times: dict) -> 
     start = time.perf_counter()
     if read_stamped(stamp_file, stamp) is not None:
         log(f"world: reusing {world_dir}")
-        files = WorldFiles(
-            root=world_dir, align=world_dir / "align.json", finetune=world_dir / "finetune.json",
-            questions=world_dir / "eval" / "questions.jsonl",
-            relevance_cases=world_dir / "eval" / "relevance_cases.jsonl", world_json=world_dir / "world.json",
-            grounding=world_dir / "grounding.json",
-        )  # fmt: skip
+        files = WorldFiles.at(world_dir)
     else:
         log(f"world: rendering {b.train_scenes} training and {b.eval_scenes} held-out scenes")
         files = generate_world(
@@ -76,7 +71,7 @@ def resolve_backbones(cfg: DemoConfig, out: Path, config, device: str, log):
             log(f"backbones: reusing the ones retrained in {folder}")
             return found
         log(
-            f"backbones: retraining them with the shipped recipe into {folder} (about an hour on 2 CPU cores)"
+            f"backbones: retraining them with the shipped recipe into {folder} (about half an hour on 2 CPU cores)"
         )
         pretrain(folder, seed=cfg.world_seed, config=config, device=device, threads=threads)
         return shipped_backbones(config, folder)

@@ -185,19 +185,14 @@ def time_table(report: dict) -> tuple[list[str], list[list[str]]] | None:
     total = stages.get("total") or sum(stages.values())
     # A run's own stages (named "spec seed k: stage") ran inside the workers' wall time: they are
     # shown indented and as a share of that wall time, not of the total.
-    walls = [sec for name, sec in stages.items() if name.startswith("training and scoring")]
+    wall = next((s for name, s in stages.items() if name.startswith("training and scoring")), 0)
     rows = []
     for name, sec in stages.items():
         if name == "total":
             continue
-        if ": " in name and walls:
-            rows.append(
-                [
-                    f"&nbsp;&nbsp;{name}",
-                    f"{sec:.0f}",
-                    f"({100 * sec / walls[0]:.0f}% of a worker's wall)",
-                ]
-            )
+        if ": " in name and wall:
+            share = f"({100 * sec / wall:.0f}% of a worker's wall)"
+            rows.append([f"&nbsp;&nbsp;{name}", f"{sec:.0f}", share])
         else:
             rows.append([name, f"{sec:.0f}", f"{100 * sec / total:.0f}%" if total else "-"])
     rows.append(["total", f"{total:.0f}", "100%"])

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["none", "quick", "default", "ship", "tiny"],
         default="none",
         help="write: also train the small tokenizer / vision encoder / LLM into OUT/backbones; "
-        "pretrain: the budget (default ship, about an hour on 2 CPU cores; tiny for tests)",
+        "pretrain: the budget (default ship, about half an hour on 2 CPU cores; tiny for tests)",
     )
     parser.add_argument("--device", default="auto", help="device for training (auto, cpu, cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")

@@ -53,8 +53,9 @@ def world_settings(config: WorldConfig) -> dict:
 
 
 def world_hash(config: WorldConfig) -> str:
-    text = json.dumps(world_settings(config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    from decovlm.world.backbones import settings_digest
+
+    return settings_digest(world_settings(config))
 
 
 def file_hashes(folder: Path) -> dict[str, dict]:

@@ -54,6 +54,15 @@ class WorldFiles:
     world_json: Path
     grounding: Path | None = None
 
+    @classmethod
+    def at(cls, root: str | Path) -> WorldFiles:
+        """The paths of the world written in `root` (the names `generate_world` writes)."""
+        root = Path(root)
+        return cls(root=root, align=root / "align.json", finetune=root / "finetune.json",
+                   questions=root / "eval" / "questions.jsonl",
+                   relevance_cases=root / "eval" / "relevance_cases.jsonl",
+                   world_json=root / "world.json", grounding=root / "grounding.json")  # fmt: skip
+
 
 def _scene_rng(seed: int, scene, purpose: int) -> np.random.Generator:
     from decovlm.world.scene import SPLIT_CODES
@@ -248,15 +257,7 @@ def generate_world(
                     if images:
                         _save_png(Image.fromarray(mask.astype(np.uint8) * 255), root / case["mask"])
                     cases.append(case)
-    files = WorldFiles(
-        root=root,
-        align=root / "align.json",
-        finetune=root / "finetune.json",
-        questions=root / "eval" / "questions.jsonl",
-        relevance_cases=root / "eval" / "relevance_cases.jsonl",
-        world_json=root / "world.json",
-        grounding=root / "grounding.json",
-    )
+    files = WorldFiles.at(root)
     atomic_write_json(files.align, align)
     atomic_write_json(files.finetune, finetune)
     atomic_write_json(files.grounding, grounding)
